@@ -1,0 +1,235 @@
+import { EventEmitter } from "node:events";
+import { createConnection, type Socket } from "node:net";
+import {
+  type CallArgs,
+  ConnectionClosedError,
+  type ConnectionInfo,
+  type Contract,
+  type ContractSide,
+  type Handlers,
+  type InferResult,
+  type MethodNames,
+  type NotificationNames,
+  type NotifyArgs,
+  type RemoteApi,
+  TimeoutError,
+} from "@ezipc/contract";
+import {
+  createDispatchTable,
+  createRemoteTable,
+  DEFAULT_MAX_FRAME_BYTES,
+  type ErrorReport,
+  Peer,
+} from "@ezipc/protocol";
+import { formatAddress, parseAddress, SocketTransport } from "@ezipc/protocol/node";
+
+/** The default deadline for establishing a connection: 10 s. */
+export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
+/** Options of {@link connect} that do not depend on the contract. */
+export interface BaseConnectOptions {
+  /** Default timeout of each call, in ms; `Infinity` or `0` waits forever. @default 30_000 */
+  timeout?: number;
+  /** Deadline for the connection to be established, in ms. @default 10_000 */
+  connectTimeout?: number;
+  /**
+   * Validate params before sending and results on arrival.
+   * @default true
+   */
+  validate?: boolean;
+  /** Largest frame accepted or sent, in bytes. @default 16 MiB */
+  maxFrameBytes?: number;
+  /** Largest batch accepted. @default 100 */
+  maxBatchSize?: number;
+  /** Server → client handlers running at once. @default 1024 */
+  maxInFlight?: number;
+  /** Deepest JSON nesting accepted. @default 64 */
+  maxDepth?: number;
+  /** Milliseconds for a started frame to complete. @default 30_000 */
+  frameTimeout?: number;
+  /** Bytes that may queue unsent before the connection is dropped. @default 64 MiB */
+  maxWriteBufferBytes?: number;
+  /** Receives errors no call sees: a client handler's throw, malformed messages, … */
+  onError?: (error: unknown, report: ErrorReport) => void;
+}
+
+/**
+ * Options of {@link connect}. `handlers` implements the contract's `client` half and is
+ * required when that half is not empty.
+ */
+export type ConnectOptions<
+  TServer extends ContractSide,
+  TClient extends ContractSide,
+> = BaseConnectOptions &
+  (keyof TClient extends never
+    ? { handlers?: Handlers<TClient, TServer> }
+    : { handlers: Handlers<TClient, TServer> });
+
+/** Events of a {@link Client}. */
+export interface ClientEvents {
+  /** The connection closed; `error` says why when it did not close on request. */
+  close: [error: Error | undefined];
+}
+
+/**
+ * A connection to an ezipc server, with typed `call` and `notify` for the contract's
+ * `server` half. Create it with {@link connect}.
+ */
+export class Client<TServer extends ContractSide, TClient extends ContractSide = ContractSide>
+  extends EventEmitter<ClientEvents>
+  implements RemoteApi<TServer>
+{
+  readonly #peer: Peer;
+  readonly #closed: Promise<void>;
+
+  /** @internal use {@link connect} */
+  constructor(peer: Peer, closed: Promise<void>) {
+    super();
+    this.#peer = peer;
+    this.#closed = closed;
+  }
+
+  /** Facts about this connection (id, transport, remote address). */
+  get connection(): ConnectionInfo {
+    return this.#peer.connection;
+  }
+
+  /** Calls awaiting their result. */
+  get pendingCount(): number {
+    return this.#peer.pendingCount;
+  }
+
+  /** Whether the connection is gone. */
+  get closed(): boolean {
+    return this.#peer.closed;
+  }
+
+  /**
+   * Calls a server method; resolves with its validated result.
+   *
+   * Rejects with `ValidationError` (params do not match the contract: nothing was sent;
+   * or the result does not), `RpcError` (the server answered with an error),
+   * `TimeoutError`, `AbortError` or `ConnectionClosedError`.
+   *
+   * @example
+   * const { written } = await client.call("write", { filename: "a.txt", content: "hi" }, { timeout: 5_000 });
+   */
+  call<K extends MethodNames<TServer>>(
+    method: K,
+    ...args: CallArgs<TServer, K>
+  ): Promise<InferResult<TServer, K>> {
+    return this.#peer.call(method, args[0], args[1]) as Promise<InferResult<TServer, K>>;
+  }
+
+  /** Sends a notification; resolves once it was written to the socket. */
+  notify<K extends NotificationNames<TServer>>(
+    method: K,
+    ...args: NotifyArgs<TServer, K>
+  ): Promise<void> {
+    return this.#peer.notify(method, args[0]);
+  }
+
+  /**
+   * Closes the connection after writing what is queued; pending calls reject with
+   * `ConnectionClosedError`. Resolves once the socket is closed.
+   */
+  close(): Promise<void> {
+    this.#peer.close();
+    return this.#closed;
+  }
+
+  /** `await using client = await connect(…)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Connects to an ezipc server and resolves once the connection is ready.
+ *
+ * @example
+ * const client = await connect(files, "unix:/tmp/files.sock");
+ * const { written } = await client.call("write", { filename: "a.txt", content: "hi" });
+ * await client.close();
+ */
+export async function connect<TServer extends ContractSide, TClient extends ContractSide>(
+  contract: Contract<TServer, TClient>,
+  address: string,
+  ...[options]: keyof TClient extends never
+    ? [options?: ConnectOptions<TServer, TClient>]
+    : [options: ConnectOptions<TServer, TClient>]
+): Promise<Client<TServer, TClient>> {
+  const opts = (options ?? {}) as BaseConnectOptions & { handlers?: Record<string, unknown> };
+  const parsed = parseAddress(address);
+  if (parsed.kind === "tls") {
+    throw new Error("tls:// addresses are not supported by this version of ezipc yet");
+  }
+  // Compile the contract before opening a socket: a missing handler fails fast.
+  const local = createDispatchTable(contract.client, opts.handlers ?? {}, "connect handlers");
+  const remote = createRemoteTable(contract.server);
+  const socket = await openSocket(
+    () =>
+      parsed.kind === "unix" || parsed.kind === "pipe"
+        ? createConnection(parsed.path)
+        : createConnection({ host: parsed.host, port: parsed.port, noDelay: true }),
+    opts.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+    formatAddress(parsed),
+  );
+  const transport = new SocketTransport(socket, {
+    maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    ...(opts.frameTimeout !== undefined && { frameTimeout: opts.frameTimeout }),
+    ...(opts.maxWriteBufferBytes !== undefined && { maxWriteBufferBytes: opts.maxWriteBufferBytes }),
+  });
+  let client: Client<TServer, TClient> | undefined;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  const peer = new Peer({
+    transport,
+    local,
+    remote,
+    connection: {
+      id: `${socket.localAddress ?? "local"}:${socket.localPort ?? process.pid}`,
+      transport: parsed.kind,
+      remoteAddress: formatAddress(parsed),
+      authenticated: false,
+    },
+    validate: opts.validate ?? true,
+    ...(opts.timeout !== undefined && { timeout: opts.timeout }),
+    ...(opts.maxBatchSize !== undefined && { maxBatchSize: opts.maxBatchSize }),
+    ...(opts.maxInFlight !== undefined && { maxInFlight: opts.maxInFlight }),
+    ...(opts.maxDepth !== undefined && { maxDepth: opts.maxDepth }),
+    ...(opts.onError !== undefined && { onError: opts.onError }),
+    onClose: (error) => {
+      resolveClosed();
+      client?.emit("close", error);
+    },
+  });
+  client = new Client<TServer, TClient>(peer, closed);
+  return client;
+}
+
+/** Opens a socket, rejecting with a clear error on failure or after `timeout` ms. */
+function openSocket(open: () => Socket, timeout: number, address: string): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const socket = open();
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new TimeoutError(`Could not connect to ${address} within ${timeout} ms`, timeout));
+    }, timeout);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        new ConnectionClosedError(`Could not connect to ${address}: ${error.code ?? error.message}`, {
+          cause: error,
+        }),
+      );
+    });
+  });
+}

@@ -1,0 +1,136 @@
+import type { $ZodType } from "zod/v4/core";
+
+/**
+ * A schema usable as params: its JSON form must be an object (by-name params) or an
+ * array (by-position params), as JSON-RPC 2.0 requires. `undefined` is allowed in the
+ * input so that optional params (`z.object({…}).optional()`) can be left out.
+ */
+export type ParamsSchema = $ZodType<unknown, object | undefined>;
+
+/** A request–response method in a contract: the caller awaits its result. */
+export interface MethodDef<
+  TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
+  TResult extends $ZodType | undefined = $ZodType | undefined,
+> {
+  /** Discriminates methods from notifications. */
+  readonly kind: "method";
+  /** The params schema, or `undefined` for a method without params. */
+  readonly params: TParams;
+  /** The result schema, or `undefined` for a method whose result is `null` on the wire. */
+  readonly result: TResult;
+  /** Whether retrying the method after a lost connection is safe (see docs/reliability.md). */
+  readonly idempotent: boolean;
+}
+
+/** A one-way message in a contract: no response, no result. */
+export interface NotificationDef<TParams extends ParamsSchema | undefined = ParamsSchema | undefined> {
+  /** Discriminates notifications from methods. */
+  readonly kind: "notification";
+  /** The params schema, or `undefined` for a notification without params. */
+  readonly params: TParams;
+}
+
+/** Any entry of a contract side. */
+export type Definition = MethodDef | NotificationDef;
+
+/** One half of a contract: the methods and notifications one side implements. */
+export type ContractSide = { readonly [name: string]: Definition };
+
+/** A contract: what the server implements and what the client implements. */
+export interface Contract<
+  TServer extends ContractSide = ContractSide,
+  TClient extends ContractSide = ContractSide,
+> {
+  /** Implemented by the server, called by clients. */
+  readonly server: TServer;
+  /** Implemented by clients, called by the server (server → client). */
+  readonly client: TClient;
+}
+
+/** What `method()` takes. */
+export interface MethodOptions<
+  TParams extends ParamsSchema | undefined,
+  TResult extends $ZodType | undefined,
+> {
+  /** A zod object (by-name params), tuple or array (by-position), or absent (no params). */
+  params?: TParams;
+  /** Any zod schema for the result; absent means the method returns nothing (`null` on the wire). */
+  result?: TResult;
+  /**
+   * Marks the method safe to call twice (the client may retry it after a lost connection).
+   * @default false
+   */
+  idempotent?: boolean;
+}
+
+/**
+ * Declares a request–response method.
+ *
+ * @example
+ * write: method({
+ *   params: z.object({ filename: z.string(), content: z.string() }),
+ *   result: z.object({ written: z.number().int() }),
+ * })
+ */
+export function method<
+  TParams extends ParamsSchema | undefined = undefined,
+  TResult extends $ZodType | undefined = undefined,
+>(options: MethodOptions<TParams, TResult>): MethodDef<TParams, TResult> {
+  return Object.freeze({
+    kind: "method",
+    params: options.params as TParams,
+    result: options.result as TResult,
+    idempotent: options.idempotent ?? false,
+  });
+}
+
+/**
+ * Declares a notification: a one-way message with no response.
+ *
+ * @example
+ * log: notification({ params: z.object({ line: z.string() }) })
+ */
+export function notification<TParams extends ParamsSchema | undefined = undefined>(
+  options: { params?: TParams } = {},
+): NotificationDef<TParams> {
+  return Object.freeze({ kind: "notification", params: options.params as TParams });
+}
+
+const RESERVED_PREFIX = "rpc.";
+
+/**
+ * Defines a contract, imported by both sides. `server` lists what the server implements;
+ * `client` (optional) what clients implement for server → client calls.
+ *
+ * Names beginning with `rpc.` are reserved by JSON-RPC 2.0 and rejected.
+ *
+ * @example
+ * export const files = defineContract({
+ *   server: { write: method({ params: z.object({ filename: z.string() }), result: z.number() }) },
+ * });
+ */
+export function defineContract<
+  TServer extends ContractSide,
+  TClient extends ContractSide = Record<never, never>,
+>(sides: { server: TServer; client?: TClient }): Contract<TServer, TClient> {
+  const client = (sides.client ?? {}) as TClient;
+  for (const [sideName, side] of [
+    ["server", sides.server],
+    ["client", client],
+  ] as const) {
+    for (const name of Object.keys(side)) {
+      if (name.startsWith(RESERVED_PREFIX)) {
+        throw new TypeError(
+          `Contract ${sideName}.${name}: names beginning with "rpc." are reserved by JSON-RPC 2.0`,
+        );
+      }
+      const def = side[name] as Definition | undefined;
+      if (!def || (def.kind !== "method" && def.kind !== "notification")) {
+        throw new TypeError(
+          `Contract ${sideName}.${name}: expected method(…) or notification(…), got ${typeof def}`,
+        );
+      }
+    }
+  }
+  return Object.freeze({ server: sides.server, client });
+}

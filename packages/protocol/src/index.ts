@@ -1,0 +1,37 @@
+export {
+  type AnyHandler,
+  createDispatchTable,
+  createRemoteTable,
+  type DispatchTable,
+  type LocalEntry,
+  type RemoteEntry,
+  type RemoteTable,
+} from "./dispatch.js";
+export {
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  FrameDecoder,
+  type FrameDecoderEvents,
+  HEADER_BYTES,
+  sniffForeignProtocol,
+  writeHeader,
+} from "./frame.js";
+export { createMemoryTransportPair } from "./memory-transport.js";
+export {
+  deeperThan,
+  errorResponse,
+  isValidId,
+  type RequestId,
+  type RequestMessage,
+  type ResponseMessage,
+} from "./message.js";
+export {
+  DEFAULT_MAX_BATCH_SIZE,
+  DEFAULT_MAX_DEPTH,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_TIMEOUT,
+  type ErrorReport,
+  Peer,
+  type PeerOptions,
+} from "./peer.js";
+export type { Transport, TransportEvents } from "./transport.js";

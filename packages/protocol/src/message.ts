@@ -1,0 +1,51 @@
+import type { RpcErrorJSON } from "@ezipc/contract";
+
+/** A JSON-RPC 2.0 request or notification id: ezipc accepts strings and safe integers only. */
+export type RequestId = string | number;
+
+/** A JSON-RPC 2.0 request (with `id`) or notification (without). */
+export interface RequestMessage {
+  jsonrpc: "2.0";
+  method: string;
+  params?: unknown;
+  id?: RequestId;
+}
+
+/** A JSON-RPC 2.0 response: `result` or `error`, and the id it answers (`null` when unknown). */
+export type ResponseMessage =
+  | { jsonrpc: "2.0"; id: RequestId | null; result: unknown }
+  | { jsonrpc: "2.0"; id: RequestId | null; error: RpcErrorJSON };
+
+/** Whether `id` is a valid id by ezipc's rules: a string or a safe integer. */
+export function isValidId(id: unknown): id is RequestId {
+  return typeof id === "string" || (typeof id === "number" && Number.isSafeInteger(id));
+}
+
+/**
+ * Whether `value` nests arrays/objects deeper than `max` levels. Recursion stops at `max`,
+ * so the check itself cannot overflow the stack however deep the input is.
+ */
+export function deeperThan(value: unknown, max: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (max === 0) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (deeperThan(value[i], max - 1)) return true;
+    return false;
+  }
+  for (const key in value) {
+    if (deeperThan((value as Record<string, unknown>)[key], max - 1)) return true;
+  }
+  return false;
+}
+
+/** Builds an error response. */
+export function errorResponse(
+  id: RequestId | null,
+  code: number,
+  message: string,
+  data?: unknown,
+): ResponseMessage {
+  const error: RpcErrorJSON = { code, message };
+  if (data !== undefined) error.data = data;
+  return { jsonrpc: "2.0", id, error };
+}

@@ -1,0 +1,6 @@
+export { type Address, formatAddress, isLoopbackHost, parseAddress } from "./address.js";
+export {
+  DEFAULT_FRAME_TIMEOUT,
+  SocketTransport,
+  type SocketTransportOptions,
+} from "./socket-transport.js";

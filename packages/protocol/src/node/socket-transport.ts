@@ -1,0 +1,268 @@
+import type { Duplex } from "node:stream";
+import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "@ezipc/contract";
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, HEADER_BYTES, sniffForeignProtocol } from "../frame.js";
+import type { Transport, TransportEvents } from "../transport.js";
+
+/** The default deadline for a started frame to complete: 30 s (slowloris defence). */
+export const DEFAULT_FRAME_TIMEOUT = 30_000;
+
+/** Options of {@link SocketTransport}. */
+export interface SocketTransportOptions {
+  /**
+   * Largest frame payload accepted; larger ones are discarded unbuffered and answered
+   * with -32001. Also the limit for frames we send (the peer is assumed to use the same).
+   * @default 16 MiB
+   */
+  maxFrameBytes?: number;
+  /** Largest frame payload we send, when the peer's limit differs from ours. @default maxFrameBytes */
+  peerMaxFrameBytes?: number;
+  /**
+   * Bytes that may wait in the outgoing queue (a peer that does not read). Past it the
+   * connection is dropped rather than memory growing without bound.
+   * @default 4 × maxFrameBytes (64 MiB)
+   */
+  maxWriteBufferBytes?: number;
+  /**
+   * Milliseconds within which a frame, once its first byte arrived, must complete; else the
+   * connection closes (slowloris). `0` disables it.
+   * @default 30_000
+   */
+  frameTimeout?: number;
+}
+
+/**
+ * A {@link Transport} over a Node stream socket (`net.Socket`, `tls.TLSSocket`, or any
+ * `Duplex`): 4-byte length-prefixed frames, one tick's writes coalesced into one
+ * `write`, and a bounded outgoing queue.
+ */
+export class SocketTransport implements Transport {
+  readonly socket: Duplex;
+  readonly #decoder: FrameDecoder;
+  readonly #peerMax: number;
+  readonly #maxBuffered: number;
+  readonly #frameTimeout: number;
+  #events: TransportEvents | undefined;
+  #queue: (string | Uint8Array)[] = [];
+  #queueSizes: number[] = [];
+  #queueBytes = 0;
+  #flushScheduled = false;
+  #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #closed = false;
+  #ending = false;
+  #error: Error | undefined;
+  #frameTimer: ReturnType<typeof setTimeout> | undefined;
+  #framesSeen = 0;
+  #timerFrame = -1;
+  #paused: Uint8Array[] | undefined = [];
+
+  constructor(socket: Duplex, options: SocketTransportOptions = {}) {
+    this.socket = socket;
+    const max = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#peerMax = options.peerMaxFrameBytes ?? max;
+    this.#maxBuffered = options.maxWriteBufferBytes ?? 4 * Math.max(max, this.#peerMax);
+    this.#frameTimeout = options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT;
+    this.#decoder = new FrameDecoder(
+      {
+        frame: (payload) => {
+          this.#framesSeen++;
+          this.#events?.frame(payload);
+        },
+        oversize: (length, head) => {
+          this.#framesSeen++;
+          const foreign = sniffForeignProtocol(head);
+          if (foreign !== undefined) {
+            const error = new ProtocolError(`The peer is not speaking ezipc: this looks like ${foreign}`);
+            this.#events?.frameError?.(Object.assign(error, { code: error.code }), true);
+            this.destroy(error);
+            return;
+          }
+          const error = new FrameTooLargeError(length, this.#decoder.maxFrameBytes);
+          this.#events?.frameError?.(error, false);
+        },
+      },
+      max,
+    );
+    socket.on("data", this.#onData);
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+    });
+    socket.on("close", () => this.#finalize());
+    if (socket.destroyed) queueMicrotask(() => this.#finalize());
+  }
+
+  get closed(): boolean {
+    return this.#closed || this.#ending;
+  }
+
+  get maxFrameBytes(): number {
+    return this.#decoder.maxFrameBytes;
+  }
+
+  set maxFrameBytes(max: number) {
+    this.#decoder.maxFrameBytes = max;
+  }
+
+  get bufferedBytes(): number {
+    return this.#queueBytes + this.socket.writableLength;
+  }
+
+  start(events: TransportEvents): void {
+    this.#events = events;
+    const held = this.#paused;
+    this.#paused = undefined;
+    if (held) for (const chunk of held) this.#onData(chunk);
+    if (this.#closed) events.close(this.#error);
+  }
+
+  #onData = (chunk: Uint8Array): void => {
+    if (this.#paused !== undefined) {
+      this.#paused.push(chunk);
+      return;
+    }
+    if (this.#closed) return;
+    this.#decoder.push(chunk);
+    if (this.#frameTimeout > 0) this.#watchFrame();
+  };
+
+  /** Arms the frame-completion deadline while a frame is partly received. */
+  #watchFrame(): void {
+    if (this.#decoder.idle) {
+      if (this.#frameTimer !== undefined) {
+        clearTimeout(this.#frameTimer);
+        this.#frameTimer = undefined;
+      }
+      return;
+    }
+    if (this.#frameTimer !== undefined && this.#timerFrame === this.#framesSeen) return;
+    // A new frame is in progress: its own deadline starts now.
+    this.#timerFrame = this.#framesSeen;
+    if (this.#frameTimer !== undefined) this.#frameTimer.refresh();
+    else {
+      this.#frameTimer = setTimeout(() => {
+        this.#frameTimer = undefined;
+        if (!this.#decoder.idle && this.#timerFrame === this.#framesSeen) {
+          this.destroy(
+            new ProtocolError(
+              `A frame did not complete within ${this.#frameTimeout} ms (frameTimeout); closing`,
+              -32600,
+            ),
+          );
+        }
+      }, this.#frameTimeout);
+      this.#frameTimer.unref?.();
+    }
+  }
+
+  send(payload: string | Uint8Array): void {
+    if (this.#closed || this.#ending) throw new ConnectionClosedError("Connection is closed");
+    const size = typeof payload === "string" ? Buffer.byteLength(payload) : payload.length;
+    if (size > this.#peerMax) throw new FrameTooLargeError(size, this.#peerMax);
+    this.#queue.push(payload);
+    this.#queueSizes.push(size);
+    this.#queueBytes += HEADER_BYTES + size;
+    if (this.bufferedBytes > this.#maxBuffered) {
+      this.destroy(
+        new ConnectionClosedError(
+          `Outgoing queue exceeded ${this.#maxBuffered} bytes (maxWriteBufferBytes): the peer is not reading`,
+        ),
+      );
+      return;
+    }
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      process.nextTick(this.#flush);
+    }
+  }
+
+  flushed(): Promise<void> {
+    if (this.#closed) return Promise.reject(new ConnectionClosedError("Connection is closed"));
+    if (this.#queue.length === 0 && this.socket.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      if (this.#queue.length === 0 && !this.#flushScheduled) {
+        // Everything is already in the socket; resolve once it drained.
+        this.#flushScheduled = true;
+        process.nextTick(this.#flush);
+      }
+    });
+  }
+
+  /** Writes every queued frame in one buffer and one `write` call. */
+  #flush = (): void => {
+    this.#flushScheduled = false;
+    if (this.#closed) return;
+    const queue = this.#queue;
+    const sizes = this.#queueSizes;
+    const total = this.#queueBytes;
+    this.#queue = [];
+    this.#queueSizes = [];
+    this.#queueBytes = 0;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    if (queue.length === 0) {
+      if (waiters.length > 0) this.socket.write(EMPTY, () => settle(waiters, this.#error));
+      return;
+    }
+    const buffer = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const payload = queue[i]!;
+      const size = sizes[i]!;
+      buffer.writeUInt32BE(size, at);
+      at += HEADER_BYTES;
+      if (typeof payload === "string") buffer.write(payload, at, size, "utf8");
+      else buffer.set(payload, at);
+      at += size;
+    }
+    if (waiters.length > 0) {
+      this.socket.write(buffer, (error) => settle(waiters, error ?? undefined));
+    } else {
+      this.socket.write(buffer);
+    }
+  };
+
+  close(): void {
+    if (this.#closed || this.#ending) return;
+    this.#ending = true;
+    if (this.#flushScheduled) this.#flush();
+    this.socket.end();
+    // A peer that never acknowledges the close must not hold the handle forever.
+    const timer = setTimeout(() => this.socket.destroy(), 5_000);
+    timer.unref();
+    this.socket.once("close", () => clearTimeout(timer));
+  }
+
+  destroy(error?: Error): void {
+    if (this.#closed) return;
+    this.#error ??= error;
+    this.socket.destroy();
+    this.#finalize();
+  }
+
+  #finalize(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#frameTimer !== undefined) clearTimeout(this.#frameTimer);
+    this.#queue = [];
+    this.#queueSizes = [];
+    this.#queueBytes = 0;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    settle(waiters, new ConnectionClosedError("Connection closed", { cause: this.#error }));
+    if (!this.socket.destroyed) this.socket.destroy();
+    // Before start(), the owner learns of the close when it starts.
+    if (this.#paused === undefined) this.#events?.close(this.#error);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function settle(
+  waiters: { resolve: () => void; reject: (e: Error) => void }[],
+  error: Error | undefined,
+): void {
+  for (const w of waiters) {
+    if (error) w.reject(error instanceof ConnectionClosedError ? error : new ConnectionClosedError(error.message, { cause: error }));
+    else w.resolve();
+  }
+}

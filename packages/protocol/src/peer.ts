@@ -1,0 +1,857 @@
+import {
+  AbortError,
+  type CallOptions,
+  ConnectionClosedError,
+  type ConnectionInfo,
+  ErrorCodes,
+  FrameTooLargeError,
+  type HandlerContext,
+  RpcError,
+  TimeoutError,
+  ValidationError,
+  type ValidationIssue,
+  type Validator,
+} from "@ezipc/contract";
+import { nanoid } from "nanoid";
+import pTimeout from "p-timeout";
+import type { DispatchTable, LocalEntry, RemoteTable } from "./dispatch.js";
+import {
+  deeperThan,
+  errorResponse,
+  isValidId,
+  type RequestId,
+  type ResponseMessage,
+} from "./message.js";
+import type { Transport } from "./transport.js";
+
+/** The default call timeout: 30 s. */
+export const DEFAULT_TIMEOUT = 30_000;
+/** The default largest batch accepted: 100 entries. */
+export const DEFAULT_MAX_BATCH_SIZE = 100;
+/** The default number of handlers that may run at once per connection: 1,024. */
+export const DEFAULT_MAX_IN_FLIGHT = 1024;
+/** The default deepest JSON nesting accepted: 64 levels. */
+export const DEFAULT_MAX_DEPTH = 64;
+
+/** Where an error reported to `onError` came from. */
+export interface ErrorReport {
+  /** What was going on: a handler threw, a result failed its schema, a message was malformed, … */
+  readonly phase: "handler" | "result" | "receive" | "send" | "transport";
+  /** The method concerned, when known. */
+  readonly method?: string;
+  /** The request id concerned, when known. */
+  readonly id?: RequestId | null;
+  /** The connection it happened on. */
+  readonly connection: ConnectionInfo;
+}
+
+/** Options of a {@link Peer}; the server and client pass most of them through from users. */
+export interface PeerOptions {
+  /** The connection the peer talks over. */
+  transport: Transport;
+  /** What this side serves (compiled with `createDispatchTable`). */
+  local: DispatchTable;
+  /** What the other side serves (compiled with `createRemoteTable`). */
+  remote: RemoteTable;
+  /** Facts about the connection, handed to handlers as `ctx.connection`. */
+  connection: ConnectionInfo;
+  /**
+   * Default call timeout in milliseconds; `Infinity` or `0` disables it.
+   * @default 30_000
+   */
+  timeout?: number;
+  /**
+   * Validate params and results against the contract. Turning it off trusts the peer.
+   * @default true
+   */
+  validate?: boolean;
+  /** @default 100 */
+  maxBatchSize?: number;
+  /** Handlers running at once on this connection; more calls are refused with -32003. @default 1024 */
+  maxInFlight?: number;
+  /** Deepest JSON nesting accepted in a message, checked before validation. @default 64 */
+  maxDepth?: number;
+  /** Send handler error messages and stacks to the peer (development only). @default false */
+  exposeErrors?: boolean;
+  /** Receives every error that is not the caller's to see (handler throws, bad input, …). */
+  onError?: (error: unknown, report: ErrorReport) => void;
+  /** Called once when the connection is gone, after every pending call was rejected. */
+  onClose?: (error?: Error) => void;
+}
+
+interface PendingCall {
+  readonly method: string;
+  readonly result: Validator | undefined;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface InboundCall {
+  controller: AbortController | undefined;
+  reason: Error | undefined;
+}
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The symmetric call/dispatch engine on one connection: either side calls, notifies and
+ * serves. It speaks JSON-RPC 2.0 over a {@link Transport} and knows nothing of sockets,
+ * listening or reconnecting.
+ */
+export class Peer {
+  readonly #transport: Transport;
+  readonly #local: DispatchTable;
+  readonly #remote: RemoteTable;
+  readonly #connection: ConnectionInfo;
+  readonly #timeout: number;
+  readonly #validate: boolean;
+  readonly #maxBatch: number;
+  readonly #maxInFlight: number;
+  readonly #maxDepth: number;
+  readonly #exposeErrors: boolean;
+  readonly #onError: PeerOptions["onError"];
+  readonly #onClose: PeerOptions["onClose"];
+  readonly #pending = new Map<RequestId, PendingCall>();
+  readonly #inbound = new Map<RequestId, InboundCall>();
+  readonly #idPrefix = nanoid(10);
+  #nextId = 0;
+  #running = 0;
+  #closed = false;
+  #draining = false;
+  #remoteError: Error | undefined;
+  #closeError: Error | undefined;
+  readonly #idle = new Set<() => void>();
+
+  constructor(options: PeerOptions) {
+    this.#transport = options.transport;
+    this.#local = options.local;
+    this.#remote = options.remote;
+    this.#connection = options.connection;
+    const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+    this.#timeout = timeout > 0 ? timeout : Number.POSITIVE_INFINITY;
+    this.#validate = options.validate ?? true;
+    this.#maxBatch = options.maxBatchSize ?? DEFAULT_MAX_BATCH_SIZE;
+    this.#maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+    this.#exposeErrors = options.exposeErrors ?? false;
+    this.#onError = options.onError;
+    this.#onClose = options.onClose;
+    this.#transport.start({
+      frame: (payload) => this.receive(payload),
+      frameError: (error, fatal) => {
+        if (fatal) {
+          this.#report(error, { phase: "transport" });
+          return;
+        }
+        this.#report(error, { phase: "receive" });
+        this.#sendResponse(errorResponse(null, error.code, error.message));
+      },
+      close: (error) => this.#handleClose(error),
+    });
+  }
+
+  /** The connection this peer talks over. */
+  get connection(): ConnectionInfo {
+    return this.#connection;
+  }
+
+  /** Calls awaiting a response from the other side. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Handlers of ours still running for the other side. */
+  get runningCount(): number {
+    return this.#running;
+  }
+
+  /** Whether the connection is gone. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Calls `method` on the other side. Rejects with `ValidationError` (params did not match
+   * the contract; nothing was sent), `RpcError` (the other side answered with an error),
+   * `TimeoutError`, `AbortError` or `ConnectionClosedError`.
+   */
+  call(method: string, params?: unknown, options?: CallOptions): Promise<unknown> {
+    if (this.#closed) return Promise.reject(this.#closedError(method));
+    const entry = this.#remote.get(method);
+    if (entry === undefined || entry.kind !== "method") {
+      return Promise.reject(
+        new TypeError(`"${method}" is not a method of the other side's contract`),
+      );
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(abortError(method, signal));
+    let checked: unknown;
+    try {
+      checked = this.#checkOutgoing(entry.params, params, method);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (checked instanceof Promise) {
+      return checked.then((value) => this.#send(method, entry.result, value, options));
+    }
+    return this.#send(method, entry.result, checked, options);
+  }
+
+  /** Sends a notification; resolves once it was handed to the operating system. */
+  notify(method: string, params?: unknown): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError(method));
+    const entry = this.#remote.get(method);
+    if (entry === undefined || entry.kind !== "notification") {
+      return Promise.reject(
+        new TypeError(`"${method}" is not a notification of the other side's contract`),
+      );
+    }
+    let checked: unknown;
+    try {
+      checked = this.#checkOutgoing(entry.params, params, method);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const write = (value: unknown): Promise<void> => {
+      try {
+        this.#transport.send(
+          JSON.stringify(
+            value === undefined
+              ? { jsonrpc: "2.0", method }
+              : { jsonrpc: "2.0", method, params: value },
+          ),
+        );
+      } catch (error) {
+        return Promise.reject(this.#wrapSendError(error, method));
+      }
+      return this.#transport.flushed();
+    };
+    return checked instanceof Promise ? checked.then(write) : write(checked);
+  }
+
+  /**
+   * Closes the connection gracefully: queued frames are written first. Pending calls
+   * reject with `ConnectionClosedError`; running handlers see `ctx.signal` abort.
+   */
+  close(): void {
+    this.#transport.close();
+  }
+
+  /**
+   * Stops taking new work: requests are answered with -32005 (shutting down) and
+   * notifications are dropped; running handlers finish. Calls of ours are unaffected.
+   */
+  drain(): void {
+    this.#draining = true;
+  }
+
+  /** Resolves once no handler of ours is running (for graceful shutdown). */
+  whenIdle(): Promise<void> {
+    if (this.#running === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.add(resolve));
+  }
+
+  /** Feeds one received frame's payload (the transport calls it; exposed for tests). */
+  receive(payload: Uint8Array): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(textDecoder.decode(payload));
+    } catch (error) {
+      const invalidUtf8 = error instanceof TypeError;
+      this.#report(error, { phase: "receive" });
+      this.#sendResponse(
+        errorResponse(
+          null,
+          ErrorCodes.ParseError,
+          "Parse error",
+          invalidUtf8 ? { reason: "frame is not valid UTF-8" } : undefined,
+        ),
+      );
+      return;
+    }
+    if (Array.isArray(message)) {
+      this.#receiveBatch(message);
+      return;
+    }
+    if (deeperThan(message, this.#maxDepth)) {
+      this.#rejectTooDeep(message);
+      return;
+    }
+    const response = this.#receiveOne(message);
+    if (response === undefined) return;
+    if (response instanceof Promise) {
+      response.then((r) => r && this.#sendResponse(r));
+    } else {
+      this.#sendResponse(response);
+    }
+  }
+
+  #receiveBatch(batch: unknown[]): void {
+    if (batch.length === 0) {
+      this.#sendResponse(errorResponse(null, ErrorCodes.InvalidRequest, "Invalid Request"));
+      return;
+    }
+    if (batch.length > this.#maxBatch) {
+      this.#sendResponse(
+        errorResponse(null, ErrorCodes.BatchTooLarge, `Batch too large`, {
+          size: batch.length,
+          limit: this.#maxBatch,
+        }),
+      );
+      return;
+    }
+    if (deeperThan(batch, this.#maxDepth + 1)) {
+      this.#rejectTooDeep(undefined);
+      return;
+    }
+    const results: (ResponseMessage | undefined | Promise<ResponseMessage | undefined>)[] = [];
+    let async = false;
+    for (const item of batch) {
+      const r = this.#receiveOne(item);
+      if (r instanceof Promise) async = true;
+      results.push(r);
+    }
+    const send = (responses: (ResponseMessage | undefined)[]) => {
+      const present = responses.filter((r): r is ResponseMessage => r !== undefined);
+      // An all-notification batch (or a batch of responses to us) gets no reply at all.
+      if (present.length > 0) this.#sendResponse(present);
+    };
+    if (async) {
+      Promise.all(results).then(send);
+    } else {
+      send(results as (ResponseMessage | undefined)[]);
+    }
+  }
+
+  #rejectTooDeep(message: unknown): void {
+    const id = idOf(message);
+    const hasMethod = typeof message === "object" && message !== null && "method" in message;
+    // A too-deep notification gets no answer (the spec forbids answering notifications);
+    // a too-deep response to one of our calls settles that call with the error.
+    if (hasMethod && id === null) {
+      this.#report(new RpcError(ErrorCodes.TooDeep), { phase: "receive" });
+      return;
+    }
+    const pending = !hasMethod && id !== null ? this.#pending.get(id) : undefined;
+    if (pending) {
+      this.#pending.delete(id!);
+      pending.reject(
+        new ValidationError(
+          `Result of "${pending.method}" is nested deeper than ${this.#maxDepth} levels`,
+          [{ code: "too_deep", path: [], message: "nested too deeply" }],
+          "result",
+        ),
+      );
+      return;
+    }
+    this.#sendResponse(
+      errorResponse(id, ErrorCodes.TooDeep, "JSON nested too deeply", { limit: this.#maxDepth }),
+    );
+  }
+
+  /** Handles one message (or one batch entry); returns the response to send, if any. */
+  #receiveOne(
+    message: unknown,
+  ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    if (typeof message !== "object" || message === null || Array.isArray(message)) {
+      return errorResponse(null, ErrorCodes.InvalidRequest, "Invalid Request");
+    }
+    const m = message as Record<string, unknown>;
+    if (m.method === undefined) {
+      if ("result" in m || "error" in m) {
+        this.#receiveResponse(m);
+        return undefined;
+      }
+      return errorResponse(idOf(m), ErrorCodes.InvalidRequest, "Invalid Request");
+    }
+    const hasId = "id" in m;
+    const id = m.id;
+    if (hasId && !isValidId(id)) {
+      return errorResponse(null, ErrorCodes.InvalidRequest, "Invalid Request", {
+        reason: "id must be a string or a safe integer",
+      });
+    }
+    if (
+      m.jsonrpc !== "2.0" ||
+      typeof m.method !== "string" ||
+      (m.params !== undefined && (typeof m.params !== "object" || m.params === null))
+    ) {
+      return errorResponse(hasId ? (id as RequestId) : null, ErrorCodes.InvalidRequest, "Invalid Request");
+    }
+    const method = m.method;
+    if (!hasId) {
+      this.#receiveNotification(method, m.params);
+      return undefined;
+    }
+    return this.#receiveRequest(method, m.params, id as RequestId);
+  }
+
+  #receiveNotification(method: string, params: unknown): void {
+    if (method.startsWith("rpc.")) {
+      if (method === "rpc.cancel") this.#cancelInbound(params);
+      return;
+    }
+    if (this.#draining) {
+      this.#report(new RpcError(ErrorCodes.ShuttingDown), { phase: "receive", method });
+      return;
+    }
+    const entry = this.#local.get(method);
+    if (entry === undefined) {
+      // The spec forbids answering a notification, even for an unknown method.
+      this.#report(new RpcError(ErrorCodes.MethodNotFound, `Method not found: ${method}`), {
+        phase: "receive",
+        method,
+      });
+      return;
+    }
+    if (this.#running >= this.#maxInFlight) {
+      this.#report(new RpcError(ErrorCodes.Overloaded), { phase: "receive", method });
+      return;
+    }
+    const response = this.#run(entry, params, undefined);
+    if (response instanceof Promise) response.then(undefined, () => {});
+  }
+
+  #receiveRequest(
+    method: string,
+    params: unknown,
+    id: RequestId,
+  ): ResponseMessage | Promise<ResponseMessage | undefined> | undefined {
+    if (method.startsWith("rpc.")) {
+      if (method === "rpc.ping") return { jsonrpc: "2.0", id, result: "pong" };
+      return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found");
+    }
+    if (this.#draining) {
+      return errorResponse(id, ErrorCodes.ShuttingDown, "Server is shutting down");
+    }
+    const entry = this.#local.get(method);
+    if (entry === undefined) {
+      return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found");
+    }
+    if (entry.kind !== "method") {
+      return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found", {
+        reason: `"${method}" is a notification: send it without an id`,
+      });
+    }
+    if (this.#inbound.has(id)) {
+      return errorResponse(id, ErrorCodes.InvalidRequest, "Invalid Request", {
+        reason: "a request with this id is still running",
+      });
+    }
+    if (this.#running >= this.#maxInFlight) {
+      return errorResponse(id, ErrorCodes.Overloaded, "Too many calls in flight", {
+        limit: this.#maxInFlight,
+      });
+    }
+    return this.#run(entry, params, id);
+  }
+
+  /**
+   * Runs a handler: validates params, calls it, validates the result. Returns the response
+   * (for requests) or undefined (notifications); never throws.
+   */
+  #run(
+    entry: LocalEntry,
+    params: unknown,
+    id: RequestId | undefined,
+  ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    let input = params;
+    if (entry.params === undefined) {
+      if (!isEmptyParams(params)) {
+        return this.#invalidParams(entry, id, [
+          { code: "unrecognized_params", path: [], message: "This method takes no params" },
+        ]);
+      }
+      input = undefined;
+    } else if (this.#validate) {
+      const checked = entry.params.check(params);
+      if (checked instanceof Promise) {
+        this.#running++;
+        return checked.then((r) => {
+          this.#running--;
+          if (!r.success) return this.#invalidParams(entry, id, r.issues);
+          return this.#invoke(entry, r.data, id);
+        });
+      }
+      if (!checked.success) return this.#invalidParams(entry, id, checked.issues);
+      input = checked.data;
+    }
+    return this.#invoke(entry, input, id);
+  }
+
+  #invoke(
+    entry: LocalEntry,
+    params: unknown,
+    id: RequestId | undefined,
+  ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    const inbound: InboundCall = { controller: undefined, reason: undefined };
+    const ctx = new Context(this, this.#connection, entry.name, id, inbound);
+    if (id !== undefined) this.#inbound.set(id, inbound);
+    this.#running++;
+    let value: unknown;
+    try {
+      value = entry.handler(params, ctx);
+    } catch (error) {
+      return this.#finish(entry, id, undefined, error, true);
+    }
+    if (isThenable(value)) {
+      return Promise.resolve(value).then(
+        (v) => this.#finish(entry, id, v, undefined, false),
+        (error: unknown) => this.#finish(entry, id, undefined, error, true),
+      );
+    }
+    return this.#finish(entry, id, value, undefined, false);
+  }
+
+  #finish(
+    entry: LocalEntry,
+    id: RequestId | undefined,
+    value: unknown,
+    error: unknown,
+    failed: boolean,
+  ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    this.#running--;
+    if (id !== undefined) this.#inbound.delete(id);
+    if (this.#running === 0 && this.#idle.size > 0) {
+      for (const resolve of this.#idle) resolve();
+      this.#idle.clear();
+    }
+    if (failed) {
+      if (id === undefined) {
+        this.#report(error, { phase: "handler", method: entry.name });
+        return undefined;
+      }
+      return this.#errorFor(entry, id, error);
+    }
+    if (id === undefined) return undefined;
+    if (entry.result === undefined) return { jsonrpc: "2.0", id, result: value ?? null };
+    if (!this.#validate) return { jsonrpc: "2.0", id, result: value };
+    const checked = entry.result.check(value);
+    const respond = (r: Awaited<typeof checked>): ResponseMessage => {
+      if (r.success) {
+        return { jsonrpc: "2.0", id, result: entry.result!.plain ? r.data : value };
+      }
+      this.#report(
+        new ValidationError(
+          `Handler of "${entry.name}" returned a result that does not match the contract`,
+          r.issues,
+          "result",
+        ),
+        { phase: "result", method: entry.name, id },
+      );
+      return errorResponse(id, ErrorCodes.InternalError, "Internal error");
+    };
+    return checked instanceof Promise ? checked.then(respond) : respond(checked);
+  }
+
+  #errorFor(entry: LocalEntry, id: RequestId, error: unknown): ResponseMessage {
+    if (error instanceof RpcError) {
+      return { jsonrpc: "2.0", id, error: error.toJSON() };
+    }
+    this.#report(error, { phase: "handler", method: entry.name, id });
+    if (this.#exposeErrors && error instanceof Error) {
+      return errorResponse(id, ErrorCodes.InternalError, "Internal error", {
+        name: error.name,
+        message: error.message,
+        stack: error.stack,
+      });
+    }
+    return errorResponse(id, ErrorCodes.InternalError, "Internal error");
+  }
+
+  #invalidParams(
+    entry: LocalEntry,
+    id: RequestId | undefined,
+    issues: ValidationIssue[],
+  ): ResponseMessage | undefined {
+    if (id === undefined) {
+      this.#report(new ValidationError(`Invalid params for "${entry.name}"`, issues, "params"), {
+        phase: "receive",
+        method: entry.name,
+      });
+      return undefined;
+    }
+    return errorResponse(id, ErrorCodes.InvalidParams, "Invalid params", issues);
+  }
+
+  #cancelInbound(params: unknown): void {
+    const id = (params as { id?: unknown } | undefined)?.id;
+    if (!isValidId(id)) return;
+    const inbound = this.#inbound.get(id);
+    if (inbound === undefined) return;
+    abortInbound(inbound, new RpcError(ErrorCodes.RequestCancelled, "The caller cancelled the call"));
+  }
+
+  #receiveResponse(m: Record<string, unknown>): void {
+    const id = m.id;
+    if (!isValidId(id)) {
+      // An error with id null is the other side telling us a frame of ours was bad, or
+      // why it is about to close the connection (kept as the cause of the close).
+      const error =
+        "error" in m ? RpcError.fromJSON(m.error) : new Error("Response without a valid id");
+      this.#remoteError = error;
+      this.#report(error, { phase: "receive", id: null });
+      return;
+    }
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return; // late (timed out or cancelled): dropped by design
+    this.#pending.delete(id);
+    if ("error" in m && m.error !== undefined) {
+      pending.reject(RpcError.fromJSON(m.error));
+      return;
+    }
+    const result = m.result;
+    if (pending.result === undefined || !this.#validate) {
+      pending.resolve(pending.result === undefined && result === null ? undefined : result);
+      return;
+    }
+    const settle = (r: Awaited<ReturnType<Validator["check"]>>) => {
+      if (r.success) pending.resolve(r.data);
+      else {
+        pending.reject(
+          new ValidationError(
+            `Result of "${pending.method}" does not match the contract`,
+            r.issues,
+            "result",
+          ),
+        );
+      }
+    };
+    const checked = pending.result.check(result);
+    if (checked instanceof Promise) checked.then(settle);
+    else settle(checked);
+  }
+
+  #checkOutgoing(
+    schema: Validator | undefined,
+    params: unknown,
+    method: string,
+  ): unknown | Promise<unknown> {
+    if (schema === undefined) {
+      if (params !== undefined) {
+        throw new ValidationError(
+          `"${method}" takes no params`,
+          [{ code: "unrecognized_params", path: [], message: "This method takes no params" }],
+          "params",
+        );
+      }
+      return undefined;
+    }
+    if (!this.#validate) return params;
+    const fail = (issues: ValidationIssue[]) =>
+      new ValidationError(`Params of "${method}" do not match the contract`, issues, "params");
+    const checked = schema.check(params);
+    if (checked instanceof Promise) {
+      return checked.then((r) => {
+        if (!r.success) throw fail(r.issues);
+        return schema.plain ? r.data : params;
+      });
+    }
+    if (!checked.success) throw fail(checked.issues);
+    return schema.plain ? checked.data : params;
+  }
+
+  #send(
+    method: string,
+    result: Validator | undefined,
+    params: unknown,
+    options: CallOptions | undefined,
+  ): Promise<unknown> {
+    if (this.#closed) return Promise.reject(this.#closedError(method));
+    const id = this.#idPrefix + (this.#nextId++).toString(36);
+    try {
+      this.#transport.send(
+        JSON.stringify(
+          params === undefined
+            ? { jsonrpc: "2.0", id, method }
+            : { jsonrpc: "2.0", id, method, params },
+        ),
+      );
+    } catch (error) {
+      return Promise.reject(this.#wrapSendError(error, method));
+    }
+    const signal = options?.signal;
+    let onAbort: (() => void) | undefined;
+    const promise = new Promise<unknown>((resolve, reject) => {
+      this.#pending.set(id, { method, result, resolve, reject });
+      if (signal) {
+        onAbort = () => {
+          if (this.#pending.delete(id)) {
+            this.#sendCancel(id);
+            reject(abortError(method, signal));
+          }
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
+    const guarded =
+      timeout > 0 && timeout !== Number.POSITIVE_INFINITY
+        ? pTimeout(promise, {
+            milliseconds: timeout,
+            fallback: () => {
+              if (this.#pending.delete(id)) this.#sendCancel(id);
+              throw new TimeoutError(`Call of "${method}" timed out after ${timeout} ms`, timeout);
+            },
+          })
+        : promise;
+    if (onAbort) {
+      const remove = () => signal!.removeEventListener("abort", onAbort!);
+      guarded.then(remove, remove);
+    }
+    return guarded;
+  }
+
+  #sendCancel(id: RequestId): void {
+    if (this.#closed) return;
+    try {
+      this.#transport.send(JSON.stringify({ jsonrpc: "2.0", method: "rpc.cancel", params: { id } }));
+    } catch (error) {
+      this.#report(error, { phase: "send", id });
+    }
+  }
+
+  #sendResponse(response: ResponseMessage | ResponseMessage[]): void {
+    if (this.#closed) return;
+    let text: string;
+    try {
+      text = JSON.stringify(response);
+    } catch (error) {
+      // A result JSON cannot represent (a BigInt, a cycle): a server bug, reported locally.
+      this.#report(error, { phase: "send" });
+      const fallback = Array.isArray(response) ? response : [response];
+      text = JSON.stringify(
+        fallback.map((r) => {
+          if ("error" in r) return r;
+          try {
+            JSON.stringify(r);
+            return r;
+          } catch {
+            return errorResponse(r.id, ErrorCodes.InternalError, "Internal error");
+          }
+        }),
+      );
+      if (!Array.isArray(response)) text = text.slice(1, -1);
+    }
+    try {
+      this.#transport.send(text);
+    } catch (error) {
+      if (error instanceof FrameTooLargeError && !Array.isArray(response)) {
+        // The result does not fit the caller's frame limit: tell the caller, not just us.
+        this.#report(error, { phase: "send", id: response.id });
+        this.#transport.send(
+          JSON.stringify(
+            errorResponse(response.id, ErrorCodes.FrameTooLarge, "Response too large", {
+              size: error.size,
+              limit: error.limit,
+            }),
+          ),
+        );
+        return;
+      }
+      this.#report(error, { phase: "send" });
+    }
+  }
+
+  #wrapSendError(error: unknown, method: string): Error {
+    if (error instanceof FrameTooLargeError || error instanceof ConnectionClosedError) return error;
+    if (this.#closed) return this.#closedError(method);
+    // JSON.stringify failed: the params hold something JSON cannot carry.
+    return new ValidationError(
+      `Params of "${method}" cannot be encoded as JSON: ${(error as Error).message}`,
+      [{ code: "not_json", path: [], message: (error as Error).message }],
+      "params",
+      { cause: error },
+    );
+  }
+
+  #closedError(method: string): ConnectionClosedError {
+    const why = this.#closeError ? `: ${this.#closeError.message}` : "";
+    return new ConnectionClosedError(`Connection closed before "${method}" settled${why}`, {
+      cause: this.#closeError,
+    });
+  }
+
+  #handleClose(error?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeError = error ?? this.#remoteError;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const call of pending) call.reject(this.#closedError(call.method));
+    const reason = new ConnectionClosedError("Connection lost", { cause: this.#closeError });
+    for (const inbound of this.#inbound.values()) abortInbound(inbound, reason);
+    this.#onClose?.(this.#closeError);
+  }
+
+  #report(error: unknown, report: Omit<ErrorReport, "connection">): void {
+    if (this.#onError === undefined) return;
+    try {
+      this.#onError(error, { ...report, connection: this.#connection });
+    } catch {
+      // A throwing onError hook must not break the connection.
+    }
+  }
+}
+
+/** The `ctx` of one handler call; its `signal` is created only when a handler reads it. */
+class Context implements HandlerContext<any> {
+  readonly #inbound: InboundCall;
+  readonly peer: Peer;
+  readonly connection: ConnectionInfo;
+  readonly method: string;
+  readonly id: RequestId | undefined;
+
+  constructor(
+    peer: Peer,
+    connection: ConnectionInfo,
+    method: string,
+    id: RequestId | undefined,
+    inbound: InboundCall,
+  ) {
+    this.peer = peer;
+    this.connection = connection;
+    this.method = method;
+    this.id = id;
+    this.#inbound = inbound;
+  }
+
+  get signal(): AbortSignal {
+    const inbound = this.#inbound;
+    if (inbound.controller === undefined) {
+      inbound.controller = new AbortController();
+      if (inbound.reason !== undefined) inbound.controller.abort(inbound.reason);
+    }
+    return inbound.controller.signal;
+  }
+}
+
+function abortInbound(inbound: InboundCall, reason: Error): void {
+  if (inbound.reason !== undefined) return;
+  inbound.reason = reason;
+  inbound.controller?.abort(reason);
+}
+
+function abortError(method: string, signal: AbortSignal): AbortError {
+  return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });
+}
+
+function idOf(message: unknown): RequestId | null {
+  if (typeof message !== "object" || message === null) return null;
+  const id = (message as { id?: unknown }).id;
+  return isValidId(id) ? id : null;
+}
+
+function isEmptyParams(params: unknown): boolean {
+  if (params === undefined) return true;
+  if (Array.isArray(params)) return params.length === 0;
+  return typeof params === "object" && params !== null && Object.keys(params).length === 0;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
+}

@@ -1,0 +1,48 @@
+/**
+ * A transport carries whole frames between two peers: the protocol never sees a socket.
+ *
+ * A frame's payload is opaque bytes here (UTF-8 JSON after the handshake; binary
+ * handshake messages before it). The transport adds and strips the 4-byte length
+ * prefix, enforces frame limits and honours backpressure.
+ */
+export interface Transport {
+  /**
+   * Queues one frame. Frames queued in one tick are written together.
+   * Throws {@link FrameTooLargeError} when the payload exceeds the peer's frame limit
+   * and {@link ConnectionClosedError} when the transport is closed.
+   */
+  send(payload: string | Uint8Array): void;
+  /** Resolves once everything queued so far has been handed to the operating system. */
+  flushed(): Promise<void>;
+  /**
+   * Starts delivering events to `events`. Calling it again hands the stream to a new owner
+   * (the handshake reads the first frames, the peer the rest).
+   */
+  start(events: TransportEvents): void;
+  /** Closes gracefully after queued frames are written. Idempotent. */
+  close(): void;
+  /** Closes at once, dropping queued frames. Idempotent. */
+  destroy(error?: Error): void;
+  /** Whether `close` or `destroy` was called or the other side went away. */
+  readonly closed: boolean;
+  /** Bytes queued but not yet accepted by the operating system. */
+  readonly bufferedBytes: number;
+  /**
+   * The largest frame accepted from now on. A handshake lowers it (256 bytes) so an
+   * unauthenticated peer cannot make us buffer much; it is raised again afterwards.
+   */
+  maxFrameBytes: number;
+}
+
+/** The callbacks a transport delivers to its owner. */
+export interface TransportEvents {
+  /** One whole frame arrived. The payload is only valid during the call. */
+  frame(payload: Uint8Array): void;
+  /**
+   * A frame was refused without being buffered (over the size limit). `head` holds the
+   * first bytes seen, for diagnostics. The transport stays usable unless `fatal`.
+   */
+  frameError?(error: Error & { code: number }, fatal: boolean): void;
+  /** The transport closed; `error` is set when it did not close cleanly. Called once. */
+  close(error?: Error): void;
+}

@@ -1,0 +1,76 @@
+import type { ConnectionInfo, ContractSide, RemoteApi } from "@ezipc/contract";
+import type { Peer, Transport } from "@ezipc/protocol";
+
+/**
+ * One client's connection to a server: who it is, and `peer` for typed server → client
+ * calls. It is also the `ctx.connection` of every handler call that arrives on it.
+ */
+export class Connection<TClient extends ContractSide = ContractSide> implements ConnectionInfo {
+  /** Unique id of the connection within this server process (`c1`, `c2`, …). */
+  readonly id: string;
+  /** `unix`, `pipe`, `tcp` or `tls`. */
+  readonly transport: string;
+  /** `host:port` of the client for TCP/TLS; the listening address for Unix sockets and pipes. */
+  readonly remoteAddress: string;
+  /** Whether the client proved knowledge of the server's `authKey`. */
+  readonly authenticated: boolean;
+  #peer: Peer | undefined;
+  #transport: Transport | undefined;
+  #closed: Promise<void> | undefined;
+  #onClosed: (() => void) | undefined;
+
+  /** @internal created by the server for each accepted socket */
+  constructor(id: string, transport: string, remoteAddress: string, authenticated: boolean) {
+    this.id = id;
+    this.transport = transport;
+    this.remoteAddress = remoteAddress;
+    this.authenticated = authenticated;
+  }
+
+  /** @internal */
+  attach(peer: Peer, transport: Transport): void {
+    this.#peer = peer;
+    this.#transport = transport;
+  }
+
+  /** Typed calls and notifications to this client (the contract's `client` half). */
+  get peer(): RemoteApi<TClient> {
+    return this.#peer! as unknown as RemoteApi<TClient>;
+  }
+
+  /** Calls from this client awaiting our handlers. */
+  get runningCount(): number {
+    return this.#peer?.runningCount ?? 0;
+  }
+
+  /** Whether the connection is gone. */
+  get closed(): boolean {
+    return this.#peer?.closed ?? true;
+  }
+
+  /** @internal stop taking new calls (graceful shutdown) */
+  drain(): void {
+    this.#peer?.drain();
+  }
+
+  /** @internal */
+  whenIdle(): Promise<void> {
+    return this.#peer?.whenIdle() ?? Promise.resolve();
+  }
+
+  /** @internal called by the server once the peer reports the close */
+  markClosed(): void {
+    this.#onClosed?.();
+  }
+
+  /** Closes this connection gracefully; resolves once it is closed. */
+  close(): Promise<void> {
+    const peer = this.#peer;
+    if (peer === undefined || peer.closed) return Promise.resolve();
+    this.#closed ??= new Promise<void>((resolve) => {
+      this.#onClosed = resolve;
+      this.#transport!.close();
+    });
+    return this.#closed;
+  }
+}

@@ -1,0 +1,373 @@
+import { EventEmitter } from "node:events";
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
+import {
+  type Contract,
+  type ContractSide,
+  ErrorCodes,
+  type Handlers,
+  type NotificationNames,
+  type NotifyArgs,
+} from "@ezipc/contract";
+import {
+  createDispatchTable,
+  createRemoteTable,
+  DEFAULT_MAX_FRAME_BYTES,
+  type DispatchTable,
+  type ErrorReport,
+  errorResponse,
+  Peer,
+  type RemoteTable,
+} from "@ezipc/protocol";
+import {
+  type Address,
+  formatAddress,
+  isLoopbackHost,
+  parseAddress,
+  SocketTransport,
+} from "@ezipc/protocol/node";
+import { Connection } from "./connection.js";
+
+/** The default most connections one server holds: 10,000. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+/** The default grace period of `close()` for in-flight calls: 10 s. */
+export const DEFAULT_CLOSE_TIMEOUT = 10_000;
+
+/** Options of {@link createServer}. Every limit has a default; see docs/security.md. */
+export interface ServerOptions {
+  /**
+   * Listen on a non-loopback TCP address without TLS or an `authKey`. Off by default:
+   * such a server is refused with an error that names the fix.
+   * @default false
+   */
+  insecure?: boolean;
+  /**
+   * Validate params and results against the contract.
+   * @default true
+   */
+  validate?: boolean;
+  /** Default timeout of server → client calls, in ms. @default 30_000 */
+  timeout?: number;
+  /** Largest frame accepted or sent, in bytes. @default 16 MiB */
+  maxFrameBytes?: number;
+  /** Largest batch accepted. @default 100 */
+  maxBatchSize?: number;
+  /** Handlers running at once per connection; excess calls get -32003. @default 1024 */
+  maxInFlight?: number;
+  /** Deepest JSON nesting accepted. @default 64 */
+  maxDepth?: number;
+  /** Connections held at once; excess connections are refused. @default 10_000 */
+  maxConnections?: number;
+  /** Milliseconds for a started frame to complete (slowloris defence). @default 30_000 */
+  frameTimeout?: number;
+  /** Bytes that may queue for a connection that does not read before it is dropped. @default 64 MiB */
+  maxWriteBufferBytes?: number;
+  /** Grace period of `close()` for in-flight calls, in ms. @default 10_000 */
+  closeTimeout?: number;
+  /** Send handler error messages and stacks to callers (development only). @default false */
+  exposeErrors?: boolean;
+  /** Receives every error callers do not see: handler throws, bad input, result bugs. */
+  onError?: (error: unknown, report: ErrorReport) => void;
+}
+
+/** Events of a {@link Server}. */
+export interface ServerEvents<TClient extends ContractSide> {
+  /** A client connected (after authentication, when an `authKey` is set). */
+  connect: [connection: Connection<TClient>];
+  /** A client's connection closed; `error` tells why when it did not close cleanly. */
+  disconnect: [connection: Connection<TClient>, error: Error | undefined];
+}
+
+/** Options of {@link Server.close}. */
+export interface CloseOptions {
+  /** Grace period for in-flight calls, in ms; then connections are closed regardless. */
+  timeout?: number;
+}
+
+/**
+ * An ezipc server: serves the `server` half of a contract to every client that connects.
+ * Create it with {@link createServer}.
+ */
+export class Server<
+  TServer extends ContractSide = ContractSide,
+  TClient extends ContractSide = ContractSide,
+> extends EventEmitter<ServerEvents<TClient>> {
+  readonly #local: DispatchTable;
+  readonly #remote: RemoteTable;
+  readonly #options: ServerOptions;
+  readonly #connections = new Set<Connection<TClient>>();
+  #net: NetServer | undefined;
+  #address: Address | undefined;
+  #unlinkOnClose: string | undefined;
+  #closing: Promise<void> | undefined;
+  #nextConnection = 0;
+
+  constructor(
+    contract: Contract<TServer, TClient>,
+    handlers: Handlers<TServer, TClient>,
+    options: ServerOptions = {},
+  ) {
+    super();
+    this.#local = createDispatchTable(contract.server, handlers as Record<string, unknown>, "createServer");
+    this.#remote = createRemoteTable(contract.client);
+    this.#options = options;
+  }
+
+  /** The address the server listens on, with the real port for `tcp://…:0`. Throws before `listen`. */
+  get address(): string {
+    if (this.#address === undefined) throw new Error("Server is not listening: call listen() first");
+    return formatAddress(this.#address);
+  }
+
+  /** Whether the server is accepting connections. */
+  get listening(): boolean {
+    return this.#net?.listening ?? false;
+  }
+
+  /** The live connections, each with its `peer` for server → client calls. */
+  get connections(): readonly Connection<TClient>[] {
+    return [...this.#connections];
+  }
+
+  /**
+   * Starts listening; resolves once the socket is bound.
+   *
+   * @example
+   * await server.listen("unix:/run/app.sock");
+   * await server.listen("tcp://127.0.0.1:0"); // server.address has the real port
+   */
+  async listen(address: string): Promise<void> {
+    if (this.#net !== undefined) throw new Error("Server is already listening");
+    if (this.#closing !== undefined) throw new Error("Server is closed");
+    const parsed = parseAddress(address);
+    if (parsed.kind === "tls") {
+      throw new Error("tls:// addresses are not supported by this version of ezipc yet");
+    }
+    if (parsed.kind === "tcp" && !isLoopbackHost(parsed.host) && !this.#options.insecure) {
+      throw new Error(
+        `Refusing to listen on ${address} without TLS or an authKey: anyone who can reach it ` +
+          "could call every method. Listen on 127.0.0.1 or a Unix socket, or pass { insecure: true } " +
+          "if the network is trusted.",
+      );
+    }
+    const net = createNetServer({ noDelay: true });
+    net.on("connection", (socket) => this.#accept(socket, parsed));
+    if (parsed.kind === "unix" || parsed.kind === "pipe") {
+      if (process.platform !== "win32") await removeStaleSocket(parsed.path);
+      await listenOwnerOnly(net, parsed.path);
+      this.#unlinkOnClose = process.platform !== "win32" ? parsed.path : undefined;
+      this.#address = parsed;
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        net.once("error", reject);
+        net.listen({ host: parsed.host, port: parsed.port }, () => {
+          net.off("error", reject);
+          resolve();
+        });
+      });
+      const bound = net.address();
+      const port = typeof bound === "object" && bound !== null ? bound.port : parsed.port;
+      this.#address = { kind: parsed.kind, host: parsed.host, port };
+    }
+    net.on("error", (error) => this.#report(error));
+    this.#net = net;
+  }
+
+  /**
+   * Sends a notification to every connection; resolves to how many it reached (written to
+   * their sockets). Connections that fail are skipped, not thrown for.
+   */
+  async broadcast<K extends NotificationNames<TClient>>(
+    method: K,
+    ...args: NotifyArgs<TClient, K>
+  ): Promise<number> {
+    const results = await Promise.allSettled(
+      [...this.#connections].map((c) => c.peer.notify(method, ...args)),
+    );
+    return results.filter((r) => r.status === "fulfilled").length;
+  }
+
+  /**
+   * Stops accepting, tells new calls the server is shutting down (-32005), lets in-flight
+   * calls finish within the grace period, then closes every connection.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#close(options.timeout ?? this.#options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT);
+    return this.#closing;
+  }
+
+  async #close(grace: number): Promise<void> {
+    const net = this.#net;
+    const stopped = net
+      ? new Promise<void>((resolve) => net.close(() => resolve()))
+      : Promise.resolve();
+    const connections = [...this.#connections];
+    for (const c of connections) c.drain();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(connections.map((c) => c.whenIdle())),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, grace);
+      }),
+    ]);
+    clearTimeout(timer);
+    await Promise.all(connections.map((c) => c.close()));
+    await stopped;
+    if (this.#unlinkOnClose !== undefined) {
+      try {
+        if (lstatSync(this.#unlinkOnClose).isSocket()) unlinkSync(this.#unlinkOnClose);
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  #accept(socket: Socket, address: Address): void {
+    const options = this.#options;
+    if (this.#closing !== undefined) {
+      refuseConnection(socket, ErrorCodes.ShuttingDown, "Server is shutting down");
+      return;
+    }
+    if (this.#connections.size >= (options.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
+      // Refused with a frame the client can read, rather than a silent reset.
+      refuseConnection(socket, ErrorCodes.Overloaded, "Too many connections (maxConnections)");
+      this.#report(new Error(`Refused a connection: maxConnections reached`));
+      return;
+    }
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    const transport = new SocketTransport(socket, {
+      maxFrameBytes,
+      ...(options.frameTimeout !== undefined && { frameTimeout: options.frameTimeout }),
+      ...(options.maxWriteBufferBytes !== undefined && {
+        maxWriteBufferBytes: options.maxWriteBufferBytes,
+      }),
+    });
+    const kind = address.kind;
+    const remoteAddress =
+      kind === "tcp" || kind === "tls"
+        ? `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`
+        : formatAddress(address);
+    const connection: Connection<TClient> = new Connection<TClient>(
+      `c${++this.#nextConnection}`,
+      kind,
+      remoteAddress,
+      false,
+    );
+    const peer = new Peer({
+      transport,
+      local: this.#local,
+      remote: this.#remote,
+      connection,
+      validate: options.validate ?? true,
+      ...(options.timeout !== undefined && { timeout: options.timeout }),
+      ...(options.maxBatchSize !== undefined && { maxBatchSize: options.maxBatchSize }),
+      ...(options.maxInFlight !== undefined && { maxInFlight: options.maxInFlight }),
+      ...(options.maxDepth !== undefined && { maxDepth: options.maxDepth }),
+      ...(options.exposeErrors !== undefined && { exposeErrors: options.exposeErrors }),
+      ...(options.onError !== undefined && { onError: options.onError }),
+      onClose: (error) => {
+        this.#connections.delete(connection);
+        connection.markClosed();
+        this.emit("disconnect", connection, error);
+      },
+    });
+    connection.attach(peer, transport);
+    if (transport.closed) return;
+    this.#connections.add(connection);
+    this.emit("connect", connection);
+  }
+
+  #report(error: unknown): void {
+    this.#options.onError?.(error, {
+      phase: "transport",
+      connection: { id: "server", transport: "server", remoteAddress: "", authenticated: false },
+    });
+  }
+}
+
+/**
+ * Creates a server for the `server` half of `contract`, with a handler for each of its
+ * methods and notifications. Call `listen(address)` to start it.
+ *
+ * @example
+ * const server = createServer(files, {
+ *   async write({ filename, content }) { return { written: await save(filename, content) }; },
+ *   log({ line }, ctx) { console.log(ctx.connection.id, line); },
+ * });
+ * await server.listen("unix:/tmp/files.sock");
+ */
+export function createServer<TServer extends ContractSide, TClient extends ContractSide>(
+  contract: Contract<TServer, TClient>,
+  handlers: Handlers<TServer, TClient>,
+  options?: ServerOptions,
+): Server<TServer, TClient> {
+  return new Server(contract, handlers, options);
+}
+
+/** Replaces a Unix socket file only when a connect probe finds nobody listening on it. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let stat: ReturnType<typeof lstatSync>;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!stat.isSocket()) {
+    throw Object.assign(
+      new Error(`Cannot listen on ${path}: the path exists and is not a socket; remove it or pick another path`),
+      { code: "EEXIST" },
+    );
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", () => resolve(false));
+  });
+  if (live) {
+    throw Object.assign(
+      new Error(`Cannot listen on ${path}: another server is listening there (EADDRINUSE)`),
+      { code: "EADDRINUSE" },
+    );
+  }
+  unlinkSync(path);
+}
+
+/** Binds a Unix socket readable and writable by its owner only (0600). */
+async function listenOwnerOnly(net: NetServer, path: string): Promise<void> {
+  // The socket file takes its mode from the umask at bind time: narrowing the umask around
+  // the bind leaves no window in which another user could connect.
+  let previous: number | undefined;
+  try {
+    previous = process.umask(0o177);
+  } catch {
+    // Worker threads cannot change the umask; the chmod below still narrows the mode.
+  }
+  const bound = new Promise<void>((resolve, reject) => {
+    net.once("error", reject);
+    net.once("listening", () => {
+      net.off("error", reject);
+      resolve();
+    });
+  });
+  try {
+    // Node binds a pipe synchronously inside listen(), so the umask is restored right after.
+    net.listen(path);
+  } finally {
+    if (previous !== undefined) process.umask(previous);
+  }
+  await bound;
+  if (process.platform !== "win32") chmodSync(path, 0o600);
+}
+
+/** Sends a final error frame to a connection refused before it started, then closes it. */
+function refuseConnection(socket: Socket, code: number, message: string): void {
+  socket.on("error", () => {});
+  const text = JSON.stringify(errorResponse(null, code, message));
+  const frame = Buffer.allocUnsafe(4 + Buffer.byteLength(text));
+  frame.writeUInt32BE(frame.length - 4, 0);
+  frame.write(text, 4);
+  socket.end(frame);
+}
