@@ -75,7 +75,7 @@ export interface ClientEvents {
  * A connection to an ezipc server, with typed `call` and `notify` for the contract's
  * `server` half. Create it with {@link connect}.
  */
-export class Client<TServer extends ContractSide, TClient extends ContractSide = ContractSide>
+export class Client<TServer extends ContractSide>
   extends EventEmitter<ClientEvents>
   implements RemoteApi<TServer>
 {
@@ -158,7 +158,7 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
   ...[options]: keyof TClient extends never
     ? [options?: ConnectOptions<TServer, TClient>]
     : [options: ConnectOptions<TServer, TClient>]
-): Promise<Client<TServer, TClient>> {
+): Promise<Client<TServer>> {
   const opts = (options ?? {}) as BaseConnectOptions & { handlers?: Record<string, unknown> };
   const parsed = parseAddress(address);
   if (parsed.kind === "tls") {
@@ -178,9 +178,11 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
   const transport = new SocketTransport(socket, {
     maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     ...(opts.frameTimeout !== undefined && { frameTimeout: opts.frameTimeout }),
-    ...(opts.maxWriteBufferBytes !== undefined && { maxWriteBufferBytes: opts.maxWriteBufferBytes }),
+    ...(opts.maxWriteBufferBytes !== undefined && {
+      maxWriteBufferBytes: opts.maxWriteBufferBytes,
+    }),
   });
-  let client: Client<TServer, TClient> | undefined;
+  let client: Client<TServer> | undefined;
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => {
     resolveClosed = resolve;
@@ -206,7 +208,7 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
       client?.emit("close", error);
     },
   });
-  client = new Client<TServer, TClient>(peer, closed);
+  client = new Client<TServer>(peer, closed);
   return client;
 }
 
@@ -226,9 +228,12 @@ function openSocket(open: () => Socket, timeout: number, address: string): Promi
     socket.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(
-        new ConnectionClosedError(`Could not connect to ${address}: ${error.code ?? error.message}`, {
-          cause: error,
-        }),
+        new ConnectionClosedError(
+          `Could not connect to ${address}: ${error.code ?? error.message}`,
+          {
+            cause: error,
+          },
+        ),
       );
     });
   });

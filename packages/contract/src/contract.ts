@@ -23,7 +23,9 @@ export interface MethodDef<
 }
 
 /** A one-way message in a contract: no response, no result. */
-export interface NotificationDef<TParams extends ParamsSchema | undefined = ParamsSchema | undefined> {
+export interface NotificationDef<
+  TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
+> {
   /** Discriminates notifications from methods. */
   readonly kind: "notification";
   /** The params schema, or `undefined` for a notification without params. */

@@ -1,4 +1,4 @@
-export { ErrorCodes, ErrorMessages, type ErrorCode } from "./codes.js";
+export { type ErrorCode, ErrorCodes, ErrorMessages } from "./codes.js";
 export {
   type Contract,
   type ContractSide,
@@ -41,4 +41,4 @@ export type {
   NotifyArgs,
   RemoteApi,
 } from "./types.js";
-export { type Validator, validator, isPlainSchema } from "./validate.js";
+export { isPlainSchema, type Validator, validator } from "./validate.js";

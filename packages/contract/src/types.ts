@@ -26,31 +26,30 @@ export type InferParams<TSide extends ContractSide, K extends keyof TSide> = TSi
   : undefined;
 
 /** The params a handler of `name` receives (the schema's parsed output type). */
-export type InferHandlerParams<TSide extends ContractSide, K extends keyof TSide> = TSide[K] extends {
+export type InferHandlerParams<
+  TSide extends ContractSide,
+  K extends keyof TSide,
+> = TSide[K] extends {
   readonly params: infer U;
 }
   ? InferOutput<U>
   : undefined;
 
 /** The result a caller of `name` receives (the result schema's output; `void` without one). */
-export type InferResult<TSide extends ContractSide, K extends keyof TSide> = TSide[K] extends MethodDef<
-  infer _UParams,
-  infer UResult
->
-  ? UResult extends $ZodType
-    ? output<UResult>
-    : void
-  : never;
+export type InferResult<TSide extends ContractSide, K extends keyof TSide> =
+  TSide[K] extends MethodDef<infer _UParams, infer UResult>
+    ? UResult extends $ZodType
+      ? output<UResult>
+      : void
+    : never;
 
 /** What a handler of `name` returns (the result schema's input type; `void` without one). */
-export type InferHandlerResult<TSide extends ContractSide, K extends keyof TSide> = TSide[K] extends MethodDef<
-  infer _UParams,
-  infer UResult
->
-  ? UResult extends $ZodType
-    ? input<UResult>
-    : void | null | undefined
-  : void;
+export type InferHandlerResult<TSide extends ContractSide, K extends keyof TSide> =
+  TSide[K] extends MethodDef<infer _UParams, infer UResult>
+    ? UResult extends $ZodType
+      ? input<UResult>
+      : void | null | undefined
+    : void;
 
 /** Per-call options of `call`. */
 export interface CallOptions {
@@ -65,20 +64,16 @@ export interface CallOptions {
 }
 
 /** The argument list of `call(name, …)`: params are optional when the schema accepts `undefined`. */
-export type CallArgs<TSide extends ContractSide, K extends keyof TSide> = undefined extends InferParams<
-  TSide,
-  K
->
-  ? [params?: InferParams<TSide, K>, options?: CallOptions]
-  : [params: InferParams<TSide, K>, options?: CallOptions];
+export type CallArgs<TSide extends ContractSide, K extends keyof TSide> =
+  undefined extends InferParams<TSide, K>
+    ? [params?: InferParams<TSide, K>, options?: CallOptions]
+    : [params: InferParams<TSide, K>, options?: CallOptions];
 
 /** The argument list of `notify(name, …)`. */
-export type NotifyArgs<TSide extends ContractSide, K extends keyof TSide> = undefined extends InferParams<
-  TSide,
-  K
->
-  ? [params?: InferParams<TSide, K>]
-  : [params: InferParams<TSide, K>];
+export type NotifyArgs<TSide extends ContractSide, K extends keyof TSide> =
+  undefined extends InferParams<TSide, K>
+    ? [params?: InferParams<TSide, K>]
+    : [params: InferParams<TSide, K>];
 
 /** The typed calls one side can make to the other: the other side's half of the contract. */
 export interface RemoteApi<TRemote extends ContractSide> {

@@ -1,11 +1,19 @@
 // The one import for users: contracts, server, client, errors and their types.
+
+export {
+  type BaseConnectOptions,
+  Client,
+  type ClientEvents,
+  type ConnectOptions,
+  connect,
+} from "@ezipc/client";
 export {
   AbortError,
   AuthenticationError,
   type CallArgs,
   type CallOptions,
-  type ConnectionInfo,
   ConnectionClosedError,
+  type ConnectionInfo,
   type Contract,
   type ContractSide,
   type Definition,
@@ -37,13 +45,6 @@ export {
   type ValidationIssue,
 } from "@ezipc/contract";
 export { type ErrorReport, Peer, type Transport } from "@ezipc/protocol";
-export {
-  type BaseConnectOptions,
-  Client,
-  type ClientEvents,
-  type ConnectOptions,
-  connect,
-} from "@ezipc/client";
 export {
   type CloseOptions,
   Connection,

@@ -24,7 +24,9 @@ class MemoryChannel implements HandshakeChannel {
   peer!: MemoryChannel;
   closed = false;
   readonly #inbox: Uint8Array[] = [];
-  #waiter: { max: number; resolve(frame: Uint8Array): void; reject(error: Error): void } | undefined;
+  #waiter:
+    | { max: number; resolve(frame: Uint8Array): void; reject(error: Error): void }
+    | undefined;
 
   send(frame: Uint8Array): void {
     if (this.closed) throw new ConnectionClosedError("channel closed");
@@ -60,7 +62,8 @@ class MemoryChannel implements HandshakeChannel {
     if (frame) {
       this.#waiter = undefined;
       // A real transport refuses on the header alone; this models the same outcome.
-      if (frame.length > waiter.max) waiter.reject(new FrameTooLargeError(frame.length, waiter.max));
+      if (frame.length > waiter.max)
+        waiter.reject(new FrameTooLargeError(frame.length, waiter.max));
       else waiter.resolve(frame);
     } else if (this.closed) {
       this.#waiter = undefined;
@@ -136,29 +139,32 @@ afterEach(() => {
 });
 
 describe("acceptHandshake + connectHandshake", () => {
-  it.each(DIGESTS)("authenticates both ways with the same key, challenging with %s", async (digest) => {
-    const [server, client] = channelPair();
-    const [accepted, connected] = await Promise.all([
-      acceptHandshake(server, options({ digest })),
-      connectHandshake(client, options({ digest })),
-    ]);
-    expect(accepted).toEqual({ peerDigest: digest });
-    expect(connected).toEqual({ peerDigest: digest });
+  it.each(DIGESTS)(
+    "authenticates both ways with the same key, challenging with %s",
+    async (digest) => {
+      const [server, client] = channelPair();
+      const [accepted, connected] = await Promise.all([
+        acceptHandshake(server, options({ digest })),
+        connectHandshake(client, options({ digest })),
+      ]);
+      expect(accepted).toEqual({ peerDigest: digest });
+      expect(connected).toEqual({ peerDigest: digest });
 
-    // The listening side challenges first: #CHALLENGE#{digest} + 40 random bytes.
-    const challenge = server.sent[0]!;
-    expect(text(challenge.subarray(0, CHALLENGE.length + digest.length + 2))).toBe(
-      `#CHALLENGE#{${digest}}`,
-    );
-    expect(challenge.length).toBe(CHALLENGE.length + digest.length + 2 + 40);
-    // The answer is {digest} + HMAC over all of M, prefix included (as Python computes it).
-    const message = challenge.subarray(CHALLENGE.length);
-    expect(client.sent[0]).toEqual(cat(bytes(`{${digest}}`), hmac(digest, KEY, message)));
-    expect(server.sent.map(text).slice(1)).toEqual(["#WELCOME#", expect.any(String)]);
-    expect(client.sent.map(text)[2]).toBe("#WELCOME#");
-    expect(server.sent).toHaveLength(3);
-    expect(client.sent).toHaveLength(3);
-  });
+      // The listening side challenges first: #CHALLENGE#{digest} + 40 random bytes.
+      const challenge = server.sent[0]!;
+      expect(text(challenge.subarray(0, CHALLENGE.length + digest.length + 2))).toBe(
+        `#CHALLENGE#{${digest}}`,
+      );
+      expect(challenge.length).toBe(CHALLENGE.length + digest.length + 2 + 40);
+      // The answer is {digest} + HMAC over all of M, prefix included (as Python computes it).
+      const message = challenge.subarray(CHALLENGE.length);
+      expect(client.sent[0]).toEqual(cat(bytes(`{${digest}}`), hmac(digest, KEY, message)));
+      expect(server.sent.map(text).slice(1)).toEqual(["#WELCOME#", expect.any(String)]);
+      expect(client.sent.map(text)[2]).toBe("#WELCOME#");
+      expect(server.sent).toHaveLength(3);
+      expect(client.sent).toHaveLength(3);
+    },
+  );
 
   it("uses a fresh random challenge every time", async () => {
     const challenges = new Set<string>();
@@ -188,7 +194,10 @@ describe("acceptHandshake + connectHandshake", () => {
       connectHandshake(client, options({ key: OTHER_KEY })),
     ]);
     expect(accepted).toMatchObject({ status: "rejected", reason: expect.any(AuthenticationError) });
-    expect(connected).toMatchObject({ status: "rejected", reason: expect.any(AuthenticationError) });
+    expect(connected).toMatchObject({
+      status: "rejected",
+      reason: expect.any(AuthenticationError),
+    });
     expect((accepted as PromiseRejectedResult).reason.message).toMatch(
       /authentication failed: the peer's key does not match/,
     );
@@ -343,7 +352,9 @@ describe("malformed messages", () => {
   });
 
   it("rejects a verdict that is neither #WELCOME# nor #FAILURE#", async () => {
-    const { connecting, server } = await answerOf(cat(CHALLENGE, bytes("{sha256}"), new Uint8Array(40)));
+    const { connecting, server } = await answerOf(
+      cat(CHALLENGE, bytes("{sha256}"), new Uint8Array(40)),
+    );
     await server.receive(256);
     server.send(bytes("#WELCOME"));
     await expect(connecting).rejects.toThrow(/expected #WELCOME# or #FAILURE#, got "#WELCOME"/);

@@ -372,10 +372,7 @@ class Session {
     if (this.#stopReason) throw this.#stopReason;
     let frame: Uint8Array;
     try {
-      frame = await Promise.race([
-        this.#channel.receive(HANDSHAKE_MAX_FRAME_BYTES),
-        this.#stopped,
-      ]);
+      frame = await Promise.race([this.#channel.receive(HANDSHAKE_MAX_FRAME_BYTES), this.#stopped]);
     } catch (error) {
       if (error === this.#stopReason) throw error;
       throw new AuthenticationError(

@@ -376,7 +376,11 @@ export class Peer {
       typeof m.method !== "string" ||
       (m.params !== undefined && (typeof m.params !== "object" || m.params === null))
     ) {
-      return errorResponse(hasId ? (id as RequestId) : null, ErrorCodes.InvalidRequest, "Invalid Request");
+      return errorResponse(
+        hasId ? (id as RequestId) : null,
+        ErrorCodes.InvalidRequest,
+        "Invalid Request",
+      );
     }
     const method = m.method;
     if (!hasId) {
@@ -579,7 +583,10 @@ export class Peer {
     if (!isValidId(id)) return;
     const inbound = this.#inbound.get(id);
     if (inbound === undefined) return;
-    abortInbound(inbound, new RpcError(ErrorCodes.RequestCancelled, "The caller cancelled the call"));
+    abortInbound(
+      inbound,
+      new RpcError(ErrorCodes.RequestCancelled, "The caller cancelled the call"),
+    );
   }
 
   #receiveResponse(m: Record<string, unknown>): void {
@@ -705,7 +712,9 @@ export class Peer {
   #sendCancel(id: RequestId): void {
     if (this.#closed) return;
     try {
-      this.#transport.send(JSON.stringify({ jsonrpc: "2.0", method: "rpc.cancel", params: { id } }));
+      this.#transport.send(
+        JSON.stringify({ jsonrpc: "2.0", method: "rpc.cancel", params: { id } }),
+      );
     } catch (error) {
       this.#report(error, { phase: "send", id });
     }

@@ -1,6 +1,11 @@
 import { EventEmitter } from "node:events";
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
-import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
+import {
+  createConnection,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from "node:net";
 import {
   type Contract,
   type ContractSide,
@@ -108,14 +113,19 @@ export class Server<
     options: ServerOptions = {},
   ) {
     super();
-    this.#local = createDispatchTable(contract.server, handlers as Record<string, unknown>, "createServer");
+    this.#local = createDispatchTable(
+      contract.server,
+      handlers as Record<string, unknown>,
+      "createServer",
+    );
     this.#remote = createRemoteTable(contract.client);
     this.#options = options;
   }
 
   /** The address the server listens on, with the real port for `tcp://…:0`. Throws before `listen`. */
   get address(): string {
-    if (this.#address === undefined) throw new Error("Server is not listening: call listen() first");
+    if (this.#address === undefined)
+      throw new Error("Server is not listening: call listen() first");
     return formatAddress(this.#address);
   }
 
@@ -192,7 +202,9 @@ export class Server<
    * calls finish within the grace period, then closes every connection.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    this.#closing ??= this.#close(options.timeout ?? this.#options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT);
+    this.#closing ??= this.#close(
+      options.timeout ?? this.#options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT,
+    );
     return this.#closing;
   }
 
@@ -314,7 +326,9 @@ async function removeStaleSocket(path: string): Promise<void> {
   }
   if (!stat.isSocket()) {
     throw Object.assign(
-      new Error(`Cannot listen on ${path}: the path exists and is not a socket; remove it or pick another path`),
+      new Error(
+        `Cannot listen on ${path}: the path exists and is not a socket; remove it or pick another path`,
+      ),
       { code: "EEXIST" },
     );
   }

@@ -26,16 +26,23 @@ export function parseAddress(address: string): Address {
     let path = address.slice("unix:".length);
     if (path.startsWith("//")) path = path.slice(2); // unix:///abs/path
     if (!path.startsWith("/")) {
-      throw new TypeError(`Unix socket address needs an absolute path: "unix:/path/to.sock", got "${address}"`);
+      throw new TypeError(
+        `Unix socket address needs an absolute path: "unix:/path/to.sock", got "${address}"`,
+      );
     }
-    if (path.includes("\0")) throw new TypeError("Unix socket path must not contain NUL (abstract sockets are not supported)");
+    if (path.includes("\0"))
+      throw new TypeError(
+        "Unix socket path must not contain NUL (abstract sockets are not supported)",
+      );
     checkUnixPathLength(path);
     return { kind: "unix", path };
   }
   if (address.startsWith("pipe:")) {
     const name = address.slice("pipe:".length).replace(/^\/\//, "");
     if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-      throw new TypeError(`Pipe name may hold letters, digits, ".", "_" and "-" only, got "${name}"`);
+      throw new TypeError(
+        `Pipe name may hold letters, digits, ".", "_" and "-" only, got "${name}"`,
+      );
     }
     const path =
       process.platform === "win32"

@@ -1,6 +1,11 @@
 import type { Duplex } from "node:stream";
 import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "@ezipc/contract";
-import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, HEADER_BYTES, sniffForeignProtocol } from "../frame.js";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  FrameDecoder,
+  HEADER_BYTES,
+  sniffForeignProtocol,
+} from "../frame.js";
 import type { Transport, TransportEvents } from "../transport.js";
 
 /** The default deadline for a started frame to complete: 30 s (slowloris defence). */
@@ -71,7 +76,9 @@ export class SocketTransport implements Transport {
           this.#framesSeen++;
           const foreign = sniffForeignProtocol(head);
           if (foreign !== undefined) {
-            const error = new ProtocolError(`The peer is not speaking ezipc: this looks like ${foreign}`);
+            const error = new ProtocolError(
+              `The peer is not speaking ezipc: this looks like ${foreign}`,
+            );
             this.#events?.frameError?.(Object.assign(error, { code: error.code }), true);
             this.destroy(error);
             return;
@@ -262,7 +269,12 @@ function settle(
   error: Error | undefined,
 ): void {
   for (const w of waiters) {
-    if (error) w.reject(error instanceof ConnectionClosedError ? error : new ConnectionClosedError(error.message, { cause: error }));
+    if (error)
+      w.reject(
+        error instanceof ConnectionClosedError
+          ? error
+          : new ConnectionClosedError(error.message, { cause: error }),
+      );
     else w.resolve();
   }
 }
