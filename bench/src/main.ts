@@ -20,18 +20,21 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
+/** One server child of one library on one transport, and (once a scenario needs it) a client. */
 interface Session {
+  libId: string;
   server: Child;
-  client: BenchClient;
+  endpoint: Endpoint;
+  adapter: Adapter;
+  client: BenchClient | undefined;
 }
 
-async function openSession(lib: Library, transport: Transport, dir: string): Promise<Session> {
-  const server = new Child("./server-child.ts", [lib.id, transport, dir]);
+async function openServer(lib: Library, transport: Transport, dir: string): Promise<Session> {
+  // --expose-gc so the idle scenario can read RSS after a collection; it costs calls nothing.
+  const server = new Child("./server-child.ts", [lib.id, transport, dir], { exposeGc: true });
   try {
     const { endpoint } = (await server.started) as { endpoint: Endpoint };
-    const adapter: Adapter = await lib.load();
-    const client = await adapter.connect(endpoint);
-    return { server, client };
+    return { libId: lib.id, server, endpoint, adapter: await lib.load(), client: undefined };
   } catch (err) {
     await server.kill();
     throw err;
@@ -39,7 +42,9 @@ async function openSession(lib: Library, transport: Transport, dir: string): Pro
 }
 
 async function closeSession(session: Session): Promise<void> {
-  await withTimeout(session.client.close(), 5_000, "client close").catch(() => {});
+  if (session.client) {
+    await withTimeout(session.client.close(), 5_000, "client close").catch(() => {});
+  }
   await session.server.request("close", {}, 5_000).catch(() => {});
   await session.server.kill();
 }
@@ -50,11 +55,15 @@ function failure(err: unknown): Cell {
   return { failure: "error", message: message.split("\n")[0]!.slice(0, 200) };
 }
 
-const KEYS: Record<Exclude<Scenario, "idle">, (keyof Figures)[]> = {
-  seq: ["seqRate", "seqP50", "seqP99"],
-  pipe: ["pipeRate", "pipeClientCpu", "pipeServerCpu"],
-  large: ["largeRate"],
-  notify: ["notifyRate"],
+type Step = Scenario | "idle10k";
+
+const KEYS: Record<Step, (keyof Figures)[]> = {
+  idle: ["idleKib"],
+  idle10k: ["idle10kKib", "idle10kRssMib"],
+  seq: ["seqRate", "seqP50", "seqP99", "seqCalls"],
+  pipe: ["pipeRate", "pipeClientCpu", "pipeServerCpu", "pipeCalls"],
+  large: ["largeRate", "largeCalls"],
+  notify: ["notifyRate", "notifyCalls"],
 };
 
 function describe(figures: Figures): string {
@@ -62,51 +71,34 @@ function describe(figures: Figures): string {
     v === undefined ? "" : v.toLocaleString("en-US", { maximumFractionDigits: digits });
   const parts: string[] = [];
   if (figures.seqRate !== undefined)
-    parts.push(`${n(figures.seqRate)} calls/s, p50 ${n(figures.seqP50, 1)} µs, p99 ${n(figures.seqP99, 1)} µs`);
+    parts.push(
+      `${n(figures.seqRate)} calls/s, p50 ${n(figures.seqP50, 1)} µs, p99 ${n(figures.seqP99, 1)} µs (${n(figures.seqCalls)} calls)`,
+    );
   if (figures.pipeRate !== undefined)
     parts.push(
-      `${n(figures.pipeRate)} calls/s, CPU ${n(figures.pipeClientCpu, 2)} + ${n(figures.pipeServerCpu, 2)} µs/call`,
+      `${n(figures.pipeRate)} calls/s, CPU ${n(figures.pipeClientCpu, 2)} + ${n(figures.pipeServerCpu, 2)} µs/call (${n(figures.pipeCalls)} calls)`,
     );
-  if (figures.largeRate !== undefined) parts.push(`${n(figures.largeRate, 1)} MiB/s`);
-  if (figures.notifyRate !== undefined) parts.push(`${n(figures.notifyRate)} msg/s`);
+  if (figures.largeRate !== undefined)
+    parts.push(`${n(figures.largeRate, 1)} MiB/s (${n(figures.largeCalls)} calls)`);
+  if (figures.notifyRate !== undefined)
+    parts.push(`${n(figures.notifyRate)} msg/s (${n(figures.notifyCalls)} messages)`);
+  if (figures.idleKib !== undefined) parts.push(`${n(figures.idleKib, 1)} KiB/conn`);
+  if (figures.idle10kKib !== undefined)
+    parts.push(`${n(figures.idle10kKib, 1)} KiB/conn, server RSS ${n(figures.idle10kRssMib)} MiB`);
   return parts.join("; ");
 }
 
-async function runScenario(
-  scenario: Exclude<Scenario, "idle">,
-  session: Session,
-  options: Options,
-  text: string,
-  stop: Stop,
-): Promise<Figures> {
-  const { counts } = options;
-  switch (scenario) {
-    case "seq":
-      return seq(session.client, counts.seq, stop);
-    case "pipe":
-      return pipe(session.client, session.server, counts.pipe, counts.window, stop);
-    case "large":
-      return large(session.client, counts.large, text, stop);
-    case "notify":
-      return notify(session.client, session.server, counts.notify, stop);
-  }
-}
-
-/** Idle memory: a fresh server, a second process holding n connections; KiB of RSS each. */
-async function idle(
-  lib: Library,
-  transport: Transport,
-  dir: string,
-  n: number,
-): Promise<{ kib: number; rssMib: number }> {
-  const server = new Child("./server-child.ts", [lib.id, transport, dir], { exposeGc: true });
-  let clients: Child | undefined;
+/**
+ * Idle memory on a server nobody else is connected to: a second process opens n connections
+ * (one call each, so every per-connection structure exists) and holds them; KiB of RSS each.
+ */
+async function idle(session: Session, n: number): Promise<{ kib: number; rssMib: number }> {
+  const { endpoint, fdLimit: serverFds } = (await session.server.started) as {
+    endpoint: Endpoint;
+    fdLimit: number | undefined;
+  };
+  const clients = new Child("./idle-child.ts", [session.libId, JSON.stringify(endpoint)]);
   try {
-    const { endpoint, fdLimit: serverFds } = (await server.started) as {
-      endpoint: Endpoint;
-      fdLimit: number | undefined;
-    };
-    clients = new Child("./idle-child.ts", [lib.id, JSON.stringify(endpoint)]);
     const { fdLimit: clientFds } = (await clients.started) as { fdLimit: number | undefined };
     const need = n + 100;
     for (const [who, limit] of [
@@ -114,23 +106,56 @@ async function idle(
       ["client", clientFds],
     ] as const) {
       if (limit !== undefined && limit < need) {
-        throw new Error(`open-file limit of the ${who} process is ${limit}, under ${need}; raise the hard limit (ulimit -Hn)`);
+        throw new Error(
+          `the ${who} process may open ${limit} files, under the ${need} needed; raise the hard limit (ulimit -Hn)`,
+        );
       }
     }
-    // One connection first, so code paths and pools it warms up are not counted per connection.
+    // One connection first, so what the first connection warms up (code, pools) is not counted.
     await clients.request("open", { n: 1 });
-    const before = await server.request<{ rss: number; gc: boolean }>("memory");
-    if (!before.gc) throw new Error("server ran without --expose-gc");
-    // n connections in all (ezipc's default maxConnections is exactly the 10,000 target).
+    const before = await session.server.request<{ rss: number; gc: boolean }>("memory");
+    if (!before.gc) throw new Error("the server runs without --expose-gc");
+    // n connections in all: ezipc's default maxConnections is exactly the 10,000 target.
     await clients.request("open", { n: n - 1 }, SCENARIO_LIMIT_MS);
-    const after = await server.request<{ rss: number }>("memory");
+    const after = await session.server.request<{ rss: number }>("memory");
     return { kib: (after.rss - before.rss) / (n - 1) / 1024, rssMib: after.rss / (1024 * 1024) };
   } finally {
-    await clients?.kill();
-    await server.kill();
+    await clients.kill();
   }
 }
 
+async function runStep(
+  step: Step,
+  session: Session,
+  options: Options,
+  text: string,
+  stop: Stop,
+): Promise<Figures> {
+  const { counts, budgetMs } = options;
+  if (step === "idle") return { idleKib: (await idle(session, counts.idle)).kib };
+  if (step === "idle10k") {
+    const result = await idle(session, counts.idle10k);
+    return { idle10kKib: result.kib, idle10kRssMib: result.rssMib };
+  }
+  session.client ??= await session.adapter.connect(session.endpoint);
+  const { client, server } = session as Session & { client: BenchClient };
+  switch (step) {
+    case "seq":
+      return seq(client, { count: counts.seq, budgetMs: budgetMs.seq }, stop);
+    case "pipe":
+      return pipe(client, server, { count: counts.pipe, budgetMs: budgetMs.pipe }, counts.window, stop);
+    case "large":
+      return large(client, { count: counts.large, budgetMs: budgetMs.large }, text, stop);
+    case "notify":
+      return notify(client, server, { count: counts.notify, budgetMs: budgetMs.notify }, stop);
+  }
+}
+
+/**
+ * Every step of one library on one transport. The idle step runs first, on a server that has
+ * served nobody else; the 10,000-connection run gets a server of its own. A step that fails or
+ * times out ends its server; the next step starts a fresh one.
+ */
 async function benchLibrary(
   lib: Library,
   transport: Transport,
@@ -140,67 +165,45 @@ async function benchLibrary(
   tag: string,
 ): Promise<Measurement["figures"]> {
   const figures: Measurement["figures"] = {};
-  const main = options.scenarios.filter((s): s is Exclude<Scenario, "idle"> => s !== "idle");
-  let session: Session | undefined;
-  let startFailure: Cell | undefined;
-  for (const scenario of main) {
-    const keys = KEYS[scenario];
-    if (!session && !startFailure) {
-      try {
-        session = await withTimeout(openSession(lib, transport, dir), SCENARIO_LIMIT_MS, "start");
-      } catch (err) {
-        startFailure = failure(err);
-        log(`${tag} ${lib.id}: could not start: ${(startFailure as { message: string }).message}`);
+  const steps: Step[][] = [[...options.scenarios]];
+  if (options.scenarios.includes("idle") && lib.idle10k) steps.push(["idle10k"]);
+  for (const group of steps) {
+    let session: Session | undefined;
+    let startFailure: Cell | undefined;
+    for (const step of group) {
+      if (!session && !startFailure) {
+        try {
+          session = await withTimeout(openServer(lib, transport, dir), SCENARIO_LIMIT_MS, "start");
+        } catch (err) {
+          startFailure = failure(err);
+          log(`${tag} ${lib.id}: the server did not start: ${(startFailure as { message: string }).message}`);
+        }
       }
-    }
-    if (!session) {
-      for (const key of keys) figures[key] = startFailure;
-      continue;
-    }
-    const stop: Stop = { stopped: false };
-    gc();
-    const started = performance.now();
-    try {
-      const result = await withTimeout(
-        runScenario(scenario, session, options, text, stop),
-        SCENARIO_LIMIT_MS,
-        scenario,
-      );
-      Object.assign(figures, result);
-      log(`${tag} ${lib.id} ${scenario}: ${describe(result)} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
-    } catch (err) {
-      stop.stopped = true;
-      const cell = failure(err);
-      for (const key of keys) figures[key] = cell;
-      log(`${tag} ${lib.id} ${scenario}: ${JSON.stringify(cell)}`);
-      // A failed scenario may leave the connection in any state: the next one starts afresh.
-      await closeSession(session);
-      session = undefined;
-    }
-  }
-  if (session) await closeSession(session);
-
-  if (options.scenarios.includes("idle")) {
-    const runs: [number, keyof Figures, keyof Figures | undefined][] = [
-      [options.counts.idle, "idleKib", undefined],
-    ];
-    if (lib.idle10k) runs.push([options.counts.idle10k, "idle10kKib", "idle10kRssMib"]);
-    for (const [n, kibKey, rssKey] of runs) {
+      if (!session) {
+        for (const key of KEYS[step]) figures[key] = startFailure;
+        continue;
+      }
+      const stop: Stop = { stopped: false };
+      gc();
       const started = performance.now();
       try {
-        const result = await withTimeout(idle(lib, transport, dir, n), SCENARIO_LIMIT_MS, `idle ${n}`);
-        figures[kibKey] = result.kib;
-        if (rssKey) figures[rssKey] = result.rssMib;
-        log(
-          `${tag} ${lib.id} idle ×${n}: ${result.kib.toFixed(1)} KiB/conn, server RSS ${result.rssMib.toFixed(0)} MiB (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+        const result = await withTimeout(
+          runStep(step, session, options, text, stop),
+          SCENARIO_LIMIT_MS,
+          step,
         );
+        Object.assign(figures, result);
+        log(`${tag} ${lib.id} ${step}: ${describe(result)} [${((performance.now() - started) / 1000).toFixed(1)} s]`);
       } catch (err) {
+        stop.stopped = true;
         const cell = failure(err);
-        figures[kibKey] = cell;
-        if (rssKey) figures[rssKey] = cell;
-        log(`${tag} ${lib.id} idle ×${n}: ${JSON.stringify(cell)}`);
+        for (const key of KEYS[step]) figures[key] = cell;
+        log(`${tag} ${lib.id} ${step}: ${JSON.stringify(cell)}`);
+        await closeSession(session);
+        session = undefined;
       }
     }
+    if (session) await closeSession(session);
   }
   return figures;
 }

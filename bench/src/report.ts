@@ -170,11 +170,36 @@ function failures(context: ReportContext): string[] {
     for (const [key, cell] of Object.entries(m.figures)) {
       if (cell === undefined || typeof cell === "number") continue;
       const label = LIBRARIES.find((l) => l.id === m.lib)?.label ?? m.lib;
-      const scenario = key.replace(/(Rate|P50|P99|ClientCpu|ServerCpu|Kib|RssMib)$/, "");
+      const scenario = key.replace(/(Rate|P50|P99|ClientCpu|ServerCpu|Calls|Kib|RssMib)$/, "");
       const line = `${label}, ${scenario}, ${m.transport}: ${cell.failure} — ${cell.message}`;
       if (seen.has(line)) continue;
       seen.add(line);
       lines.push(`${line} (run ${m.run})`);
+    }
+  }
+  return lines;
+}
+
+/** Rows whose median measured count fell short of the scenario's count (the time budget). */
+function shortCounts(context: ReportContext): string[] {
+  const { options, measurements } = context;
+  const scenarios = [
+    ["seq", "seqCalls", options.counts.seq, options.budgetMs.seq],
+    ["pipe", "pipeCalls", options.counts.pipe, options.budgetMs.pipe],
+    ["large", "largeCalls", options.counts.large, options.budgetMs.large],
+    ["notify", "notifyCalls", options.counts.notify, options.budgetMs.notify],
+  ] as const;
+  const lines: string[] = [];
+  for (const transport of options.transports) {
+    for (const lib of options.libraries) {
+      const parts: string[] = [];
+      for (const [name, key, count, budget] of scenarios) {
+        const measured = summarize(measurements, transport, lib.id, key)?.value;
+        if (measured !== undefined && measured < count) {
+          parts.push(`${name} ${int(measured)} of ${int(count)} (${budget / 1000} s)`);
+        }
+      }
+      if (parts.length > 0) lines.push(`${lib.label}, ${transport}: ${parts.join("; ")}`);
     }
   }
   return lines;
@@ -194,6 +219,8 @@ export function renderText(context: ReportContext): string {
     parts.push(`== ${context.options.counts.idle10k.toLocaleString("en-US")} idle connections`);
     parts.push(plainTable(scaleRows(context)), "");
   }
+  const short = shortCounts(context);
+  if (short.length > 0) parts.push("Stopped short of the count by the time budget (median count measured):", ...short.map((f) => `  ${f}`), "");
   const failed = failures(context);
   if (failed.length > 0) parts.push("Failures:", ...failed.map((f) => `  ${f}`), "");
   return `${parts.join("\n")}\n`;
@@ -232,6 +259,9 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
   const { options } = context;
   const c = options.counts;
   const n = (v: number) => v.toLocaleString("en-US");
+  const b = options.budgetMs;
+  const upTo = (count: number, budget: number) =>
+    Number.isFinite(budget) ? `${n(count)} (or ${budget / 1000} s of measuring, if sooner)` : n(count);
   const out: string[] = [
     "# Benchmarks",
     "",
@@ -262,10 +292,10 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
   out.push(
     "## What each column measures",
     "",
-    `- **seq**: ${n(c.seq)} sequential \`echo({ a: 1, b: "hello" })\` calls; calls/s and per-call latency (p50, p99).`,
-    `- **pipe**: ${n(c.pipe)} calls with ${c.window} in flight; calls/s, and CPU time per call of the client (the bench process) and of the server process.`,
-    `- **large**: ${n(c.large)} sequential calls echoing a ${c.largeBytes / 2 ** 20} MiB string; MiB of payload echoed per second.`,
-    `- **notify**: ${n(c.notify)} notifications, timed until the server has counted all of them; messages/s.`,
+    `- **seq**: ${upTo(c.seq, b.seq)} sequential \`echo({ a: 1, b: "hello" })\` calls; calls/s and per-call latency (p50, p99).`,
+    `- **pipe**: ${upTo(c.pipe, b.pipe)} calls with ${c.window} in flight; calls/s, and CPU time per call of the client (the bench process) and of the server process.`,
+    `- **large**: ${upTo(c.large, b.large)} sequential calls echoing a ${c.largeBytes / 2 ** 20} MiB string; MiB of payload echoed per second.`,
+    `- **notify**: ${upTo(c.notify, b.notify)} notifications, timed until the server has counted all of them; messages/s.`,
     `- **idle**: server RSS growth per connection with ${n(c.idle)} idle connections opened (one call each) from a second process, after a GC.`,
     "",
     "The server runs in a child process, the client in the bench process (one core each).",
@@ -273,6 +303,19 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     "median over fewer runs than asked. See `bench/README.md` for the method and fairness notes.",
     "",
   );
+  const short = shortCounts(context);
+  if (short.length > 0) {
+    out.push(
+      "## Scenarios stopped short by the time budget",
+      "",
+      "To keep a full run near ten minutes, a scenario stops issuing work once its measuring time",
+      "runs out, and its rate is taken over the operations completed (median count shown).",
+      "`--no-budget` runs every count in full.",
+      "",
+      ...short.map((f) => `- ${f}`),
+      "",
+    );
+  }
   if (failed.length > 0) out.push("## Failures", "", ...failed.map((f) => `- ${f}`), "");
   out.push("## Machine", "", ...machine(), "");
   out.push("## Versions", "", "| package | version |", "| --- | --- |");

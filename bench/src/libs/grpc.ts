@@ -91,6 +91,7 @@ export const adapter: Adapter = {
         );
       });
     let ticks: ReturnType<Client["makeClientStreamRequest"]> | undefined;
+    let drain: Promise<void> | undefined;
     return {
       echo: (p) => unary<EchoParams>(service.echo.path, p),
       echoText: (s) => unary<string>(service.echoText.path, s),
@@ -98,7 +99,13 @@ export const adapter: Adapter = {
         ticks ??= client.makeClientStreamRequest(service.tick.path, serialize, deserialize, () => {});
         if (!ticks.write({ n })) {
           const stream = ticks;
-          return new Promise<void>((resolve) => stream.once("drain", () => resolve()));
+          drain ??= new Promise<void>((resolve) =>
+            stream.once("drain", () => {
+              drain = undefined;
+              resolve();
+            }),
+          );
+          return drain;
         }
       },
       close: async () => {

@@ -1,6 +1,8 @@
 import { EventEmitter } from "node:events";
-import { createConnection, type Socket } from "node:net";
+import { createConnection, isIP, type Socket } from "node:net";
+import { TLSSocket, connect as tlsConnect } from "node:tls";
 import {
+  AuthenticationError,
   type CallArgs,
   ConnectionClosedError,
   type ConnectionInfo,
@@ -21,13 +23,28 @@ import {
   type ErrorReport,
   Peer,
 } from "@ezipc/protocol";
-import { formatAddress, parseAddress, SocketTransport } from "@ezipc/protocol/node";
+import {
+  type AuthOptions,
+  authenticate,
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  formatAddress,
+  nodeTlsOptions,
+  parseAddress,
+  peerCertificateOf,
+  SocketTransport,
+  type TlsOptions,
+} from "@ezipc/protocol/node";
 
 /** The default deadline for establishing a connection: 10 s. */
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
 /** Options of {@link connect} that do not depend on the contract. */
-export interface BaseConnectOptions {
+export interface BaseConnectOptions extends AuthOptions {
+  /**
+   * TLS options for `tls://` addresses: `ca` to trust a private CA or a self-signed server,
+   * `key` and `cert` for mutual TLS, `servername` to verify another name than the host.
+   */
+  tls?: TlsOptions;
   /** Default timeout of each call, in ms; `Infinity` or `0` waits forever. @default 30_000 */
   timeout?: number;
   /** Deadline for the connection to be established, in ms. @default 10_000 */
@@ -161,27 +178,54 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
 ): Promise<Client<TServer>> {
   const opts = (options ?? {}) as BaseConnectOptions & { handlers?: Record<string, unknown> };
   const parsed = parseAddress(address);
-  if (parsed.kind === "tls") {
-    throw new Error("tls:// addresses are not supported by this version of ezipc yet");
-  }
   // Compile the contract before opening a socket: a missing handler fails fast.
   const local = createDispatchTable(contract.client, opts.handlers ?? {}, "connect handlers");
   const remote = createRemoteTable(contract.server);
+  const where = formatAddress(parsed);
+  const connectTimeout = opts.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
+  const handshakeTimeout = opts.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
   const socket = await openSocket(
-    () =>
-      parsed.kind === "unix" || parsed.kind === "pipe"
-        ? createConnection(parsed.path)
-        : createConnection({ host: parsed.host, port: parsed.port, noDelay: true }),
-    opts.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
-    formatAddress(parsed),
+    () => {
+      if (parsed.kind === "unix" || parsed.kind === "pipe") return createConnection(parsed.path);
+      if (parsed.kind === "tcp") {
+        return createConnection({ host: parsed.host, port: parsed.port, noDelay: true });
+      }
+      const tls = opts.tls ?? {};
+      return tlsConnect({
+        host: parsed.host,
+        port: parsed.port,
+        noDelay: true,
+        servername: tls.servername ?? (isIP(parsed.host) ? "" : parsed.host),
+        ...nodeTlsOptions(tls, "client"),
+      });
+    },
+    parsed.kind === "tls" ? "secureConnect" : "connect",
+    connectTimeout + (parsed.kind === "tls" ? handshakeTimeout : 0),
+    where,
   );
+  const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const transport = new SocketTransport(socket, {
-    maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    maxFrameBytes,
     ...(opts.frameTimeout !== undefined && { frameTimeout: opts.frameTimeout }),
     ...(opts.maxWriteBufferBytes !== undefined && {
       maxWriteBufferBytes: opts.maxWriteBufferBytes,
     }),
   });
+  let leftover: Uint8Array[] = [];
+  if (opts.authKey !== undefined) {
+    try {
+      ({ leftover } = await authenticate(
+        transport,
+        "connect",
+        { ...opts, authKey: opts.authKey },
+        maxFrameBytes,
+        handshakeTimeout,
+      ));
+    } catch (error) {
+      transport.destroy();
+      throw error;
+    }
+  }
   let client: Client<TServer> | undefined;
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => {
@@ -194,8 +238,9 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
     connection: {
       id: `${socket.localAddress ?? "local"}:${socket.localPort ?? process.pid}`,
       transport: parsed.kind,
-      remoteAddress: formatAddress(parsed),
-      authenticated: false,
+      remoteAddress: where,
+      authenticated: opts.authKey !== undefined,
+      peerCertificate: socket instanceof TLSSocket ? peerCertificateOf(socket) : undefined,
     },
     validate: opts.validate ?? true,
     ...(opts.timeout !== undefined && { timeout: opts.timeout }),
@@ -209,32 +254,43 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
     },
   });
   client = new Client<TServer>(peer, closed);
+  for (const frame of leftover) peer.receive(frame);
   return client;
 }
 
 /** Opens a socket, rejecting with a clear error on failure or after `timeout` ms. */
-function openSocket(open: () => Socket, timeout: number, address: string): Promise<Socket> {
+function openSocket(
+  open: () => Socket,
+  ready: "connect" | "secureConnect",
+  timeout: number,
+  address: string,
+): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     const socket = open();
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new TimeoutError(`Could not connect to ${address} within ${timeout} ms`, timeout));
     }, timeout);
-    socket.once("connect", () => {
+    socket.once(ready, () => {
       clearTimeout(timer);
       socket.removeAllListeners("error");
       resolve(socket);
     });
     socket.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(
-        new ConnectionClosedError(
-          `Could not connect to ${address}: ${error.code ?? error.message}`,
-          {
-            cause: error,
-          },
-        ),
-      );
+      socket.destroy();
+      const tls = ready === "secureConnect";
+      const reason =
+        tls && (error.code === "ECONNRESET" || /before secure TLS/.test(error.message))
+          ? "the server closed the connection during the TLS handshake: is it a plain tcp:// server?"
+          : tls && error.code === "ERR_SSL_WRONG_VERSION_NUMBER"
+            ? "the server does not speak TLS: is it a plain tcp:// server?"
+            : `${error.code ?? "error"}: ${error.message}`;
+      const ErrorClass =
+        tls && error.code !== "ECONNREFUSED" && error.code !== "ENOENT"
+          ? AuthenticationError
+          : ConnectionClosedError;
+      reject(new ErrorClass(`Could not connect to ${address}: ${reason}`, { cause: error }));
     });
   });
 }

@@ -39,6 +39,7 @@ export type {
   MethodNames,
   NotificationNames,
   NotifyArgs,
+  PeerCertificate,
   RemoteApi,
 } from "./types.js";
 export { isPlainSchema, type Validator, validator } from "./validate.js";

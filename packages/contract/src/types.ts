@@ -99,6 +99,18 @@ export interface ConnectionInfo {
   readonly remoteAddress: string;
   /** Whether the peer proved knowledge of the `authKey` (always `false` without one). */
   readonly authenticated: boolean;
+  /** The peer's verified TLS certificate, when it presented one (mutual TLS, or the server's). */
+  readonly peerCertificate?: PeerCertificate | undefined;
+}
+
+/** The identifying part of a verified TLS certificate. */
+export interface PeerCertificate {
+  /** The subject's fields (`CN`, `O`, …). */
+  readonly subject: Readonly<Record<string, string>>;
+  /** The issuer's fields. */
+  readonly issuer: Readonly<Record<string, string>>;
+  /** SHA-256 fingerprint, colon-separated hex. */
+  readonly fingerprint256: string;
 }
 
 /** The second argument of every handler. */

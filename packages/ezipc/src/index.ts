@@ -36,6 +36,7 @@ export {
   type NotificationNames,
   type NotifyArgs,
   notification,
+  type PeerCertificate,
   ProtocolError,
   type RemoteApi,
   RpcError,

@@ -395,6 +395,12 @@ describe("malformed messages", () => {
     );
   });
 
+  it("passes on an AuthenticationError from the channel as it is", async () => {
+    const refusal = new AuthenticationError("the transport refused the frame");
+    const channel: HandshakeChannel = { send() {}, receive: () => Promise.reject(refusal) };
+    await expect(connectHandshake(channel, options())).rejects.toBe(refusal);
+  });
+
   it("fails when it cannot send", async () => {
     const [server] = channelPair();
     server.close();
@@ -544,11 +550,14 @@ describe("normalizeAuthKey", () => {
     expect(normalizeAuthKey("ключ")).toEqual(new Uint8Array(Buffer.from("ключ", "utf8")));
   });
 
-  it("copies bytes", () => {
-    const key = new Uint8Array([1, 2, 3]);
+  it.each([
+    ["a Uint8Array", new Uint8Array([1, 2, 3])],
+    ["a Buffer", Buffer.from([1, 2, 3])],
+  ])("copies %s into a plain Uint8Array", (_, key) => {
     const normalized = normalizeAuthKey(key);
     key[0] = 9;
     expect(normalized).toEqual(new Uint8Array([1, 2, 3]));
+    expect(Object.getPrototypeOf(normalized)).toBe(Uint8Array.prototype);
   });
 
   it("refuses an empty key", () => {

@@ -1,20 +1,5 @@
 import { AbortError, AuthenticationError } from "@ezipc/contract";
 
-// The core compiles with `"types": []`, so no runtime's globals are declared. These few
-// exist in every runtime ezipc targets (Node, Deno, Bun, browsers, workers); declaring
-// just the parts used here keeps the rest of Node's API out of reach. They shadow, and
-// are structurally compatible with, the full declarations where those are loaded.
-declare const TextEncoder: new () => { encode(input: string): Uint8Array };
-declare function setTimeout(callback: () => void, ms: number): unknown;
-declare function clearTimeout(handle: unknown): void;
-/** The part of the standard `AbortSignal` the handshake uses. */
-interface AbortSignal {
-  readonly aborted: boolean;
-  readonly reason: unknown;
-  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
-  removeEventListener(type: "abort", listener: () => void): void;
-}
-
 /**
  * An HMAC digest a challenge can ask for: the names Python's `multiprocessing.connection`
  * allows (`_ALLOWED_DIGESTS`), spelt as on the wire.
@@ -176,7 +161,8 @@ export async function connectHandshake(
 export function normalizeAuthKey(key: string | Uint8Array): Uint8Array {
   let bytes: Uint8Array;
   if (typeof key === "string") bytes = new TextEncoder().encode(key);
-  else if (key instanceof Uint8Array) bytes = key.slice();
+  // A copy, and a plain Uint8Array even from a Buffer (whose `slice` is a view).
+  else if (key instanceof Uint8Array) bytes = new Uint8Array(key);
   else throw new TypeError(`authKey must be a string or a Uint8Array, got ${typeof key}`);
   // An empty key would let anyone with an empty key in: almost surely an unset variable.
   if (bytes.length === 0) throw new TypeError("authKey must not be empty");
@@ -374,7 +360,8 @@ class Session {
     try {
       frame = await Promise.race([this.#channel.receive(HANDSHAKE_MAX_FRAME_BYTES), this.#stopped]);
     } catch (error) {
-      if (error === this.#stopReason) throw error;
+      // The deadline's own error, or a channel that already explains itself.
+      if (error === this.#stopReason || error instanceof AuthenticationError) throw error;
       throw new AuthenticationError(
         `authentication failed: no ${what} from the peer: ${describe(error)}`,
         { cause: error },

@@ -1,5 +1,6 @@
 import {
   AbortError,
+  AuthenticationError,
   type CallOptions,
   ConnectionClosedError,
   type ConnectionInfo,
@@ -257,6 +258,15 @@ export class Peer {
     try {
       message = JSON.parse(textDecoder.decode(payload));
     } catch (error) {
+      if (startsWith(payload, CHALLENGE)) {
+        // The other side opened an authentication handshake we were not configured for.
+        const auth = new AuthenticationError(
+          "The peer requires authentication: set the same authKey on both sides",
+        );
+        this.#report(auth, { phase: "receive" });
+        this.#transport.destroy(auth);
+        return;
+      }
       const invalidUtf8 = error instanceof TypeError;
       this.#report(error, { phase: "receive" });
       this.#sendResponse(
@@ -843,6 +853,14 @@ function abortInbound(inbound: InboundCall, reason: Error): void {
 
 function abortError(method: string, signal: AbortSignal): AbortError {
   return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });
+}
+
+const CHALLENGE = [..."#CHALLENGE#"].map((c) => c.charCodeAt(0));
+
+function startsWith(bytes: Uint8Array, prefix: number[]): boolean {
+  if (bytes.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
 }
 
 function idOf(message: unknown): RequestId | null {

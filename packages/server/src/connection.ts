@@ -1,4 +1,4 @@
-import type { ConnectionInfo, ContractSide, RemoteApi } from "@ezipc/contract";
+import type { ConnectionInfo, ContractSide, PeerCertificate, RemoteApi } from "@ezipc/contract";
 import type { Peer, Transport } from "@ezipc/protocol";
 
 /**
@@ -14,13 +14,22 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
   readonly remoteAddress: string;
   /** Whether the client proved knowledge of the server's `authKey`. */
   readonly authenticated: boolean;
+  /** The client's verified TLS certificate (mutual TLS), if it presented one. */
+  readonly peerCertificate: PeerCertificate | undefined;
   #peer: Peer | undefined;
   #transport: Transport | undefined;
   #closed: Promise<void> | undefined;
   #onClosed: (() => void) | undefined;
 
   /** @internal created by the server for each accepted socket */
-  constructor(id: string, transport: string, remoteAddress: string, authenticated: boolean) {
+  constructor(
+    id: string,
+    transport: string,
+    remoteAddress: string,
+    authenticated: boolean,
+    peerCertificate?: PeerCertificate,
+  ) {
+    this.peerCertificate = peerCertificate;
     this.id = id;
     this.transport = transport;
     this.remoteAddress = remoteAddress;

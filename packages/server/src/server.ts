@@ -6,13 +6,16 @@ import {
   type Server as NetServer,
   type Socket,
 } from "node:net";
+import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 import {
+  AuthenticationError,
   type Contract,
   type ContractSide,
   ErrorCodes,
   type Handlers,
   type NotificationNames,
   type NotifyArgs,
+  ProtocolError,
 } from "@ezipc/contract";
 import {
   createDispatchTable,
@@ -26,10 +29,16 @@ import {
 } from "@ezipc/protocol";
 import {
   type Address,
+  type AuthOptions,
+  authenticate,
+  DEFAULT_HANDSHAKE_TIMEOUT,
   formatAddress,
   isLoopbackHost,
+  nodeTlsOptions,
   parseAddress,
+  peerCertificateOf,
   SocketTransport,
+  type TlsOptions,
 } from "@ezipc/protocol/node";
 import { Connection } from "./connection.js";
 
@@ -38,14 +47,21 @@ export const DEFAULT_MAX_CONNECTIONS = 10_000;
 /** The default grace period of `close()` for in-flight calls: 10 s. */
 export const DEFAULT_CLOSE_TIMEOUT = 10_000;
 
+/** The default most connections in their handshake at once: 128. */
+export const DEFAULT_MAX_UNAUTHENTICATED = 128;
+
 /** Options of {@link createServer}. Every limit has a default; see docs/security.md. */
-export interface ServerOptions {
+export interface ServerOptions extends AuthOptions {
+  /** Certificate and key for `tls://` addresses, and client-certificate checks (mutual TLS). */
+  tls?: TlsOptions;
   /**
    * Listen on a non-loopback TCP address without TLS or an `authKey`. Off by default:
    * such a server is refused with an error that names the fix.
    * @default false
    */
   insecure?: boolean;
+  /** Connections still in their TLS or authentication handshake at once; excess are refused. @default 128 */
+  maxUnauthenticated?: number;
   /**
    * Validate params and results against the contract.
    * @default true
@@ -106,6 +122,8 @@ export class Server<
   #unlinkOnClose: string | undefined;
   #closing: Promise<void> | undefined;
   #nextConnection = 0;
+  readonly #handshaking = new Set<Socket>();
+  #secureContext: SecureContext | undefined;
 
   constructor(
     contract: Contract<TServer, TClient>,
@@ -150,15 +168,24 @@ export class Server<
     if (this.#net !== undefined) throw new Error("Server is already listening");
     if (this.#closing !== undefined) throw new Error("Server is closed");
     const parsed = parseAddress(address);
-    if (parsed.kind === "tls") {
-      throw new Error("tls:// addresses are not supported by this version of ezipc yet");
-    }
-    if (parsed.kind === "tcp" && !isLoopbackHost(parsed.host) && !this.#options.insecure) {
+    const options = this.#options;
+    if (
+      parsed.kind === "tcp" &&
+      !isLoopbackHost(parsed.host) &&
+      options.authKey === undefined &&
+      !options.insecure
+    ) {
       throw new Error(
         `Refusing to listen on ${address} without TLS or an authKey: anyone who can reach it ` +
-          "could call every method. Listen on 127.0.0.1 or a Unix socket, or pass { insecure: true } " +
-          "if the network is trusted.",
+          "could call every method. Use a tls:// address, set authKey, listen on 127.0.0.1 or a " +
+          "Unix socket — or pass { insecure: true } if the network is trusted.",
       );
+    }
+    if (parsed.kind === "tls") {
+      if (options.tls === undefined) {
+        throw new TypeError(`Listening on ${address} needs the tls option (key and cert)`);
+      }
+      this.#secureContext = createSecureContext(nodeTlsOptions(options.tls, "server"));
     }
     const net = createNetServer({ noDelay: true });
     net.on("connection", (socket) => this.#accept(socket, parsed));
@@ -213,6 +240,7 @@ export class Server<
     const stopped = net
       ? new Promise<void>((resolve) => net.close(() => resolve()))
       : Promise.resolve();
+    for (const socket of this.#handshaking) socket.destroy();
     const connections = [...this.#connections];
     for (const c of connections) c.drain();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -236,24 +264,137 @@ export class Server<
 
   #accept(socket: Socket, address: Address): void {
     const options = this.#options;
+    socket.on("error", () => {}); // reported through the transport or the handshake
     if (this.#closing !== undefined) {
       refuseConnection(socket, ErrorCodes.ShuttingDown, "Server is shutting down");
       return;
     }
-    if (this.#connections.size >= (options.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
+    const max = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (this.#connections.size + this.#handshaking.size >= max) {
       // Refused with a frame the client can read, rather than a silent reset.
       refuseConnection(socket, ErrorCodes.Overloaded, "Too many connections (maxConnections)");
-      this.#report(new Error(`Refused a connection: maxConnections reached`));
+      this.#report(new Error(`Refused a connection: maxConnections (${max}) reached`));
       return;
     }
-    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    const transport = new SocketTransport(socket, {
-      maxFrameBytes,
+    const secure = address.kind === "tls";
+    if (!secure && options.authKey === undefined) {
+      this.#start(socket, address, [], undefined);
+      return;
+    }
+    const maxUnauthenticated = options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED;
+    if (this.#handshaking.size >= maxUnauthenticated) {
+      refuseConnection(socket, ErrorCodes.Overloaded, "Too many connections in their handshake");
+      this.#report(
+        new Error(`Refused a connection: maxUnauthenticated (${maxUnauthenticated}) reached`),
+      );
+      return;
+    }
+    // Until it proves itself, a connection has a deadline and counts against a small cap.
+    this.#handshaking.add(socket);
+    const timeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
+    const deadline = setTimeout(() => {
+      this.#report(new AuthenticationError(`Handshake did not complete within ${timeout} ms`));
+      socket.destroy();
+    }, timeout);
+    const done = () => {
+      clearTimeout(deadline);
+      this.#handshaking.delete(socket);
+    };
+    socket.once("close", done);
+    const proceed = (stream: Socket) => {
+      if (options.authKey === undefined) {
+        done();
+        this.#start(stream, address, [], undefined);
+        return;
+      }
+      const transport = this.#transport(stream);
+      authenticate(
+        transport,
+        "accept",
+        { ...options, authKey: options.authKey },
+        transport.maxFrameBytes,
+        timeout,
+      ).then(
+        ({ leftover }) => {
+          done();
+          if (this.#closing !== undefined) {
+            transport.destroy();
+            return;
+          }
+          this.#start(stream, address, leftover, transport);
+        },
+        (error: unknown) => {
+          done();
+          this.#report(error);
+          transport.close();
+        },
+      );
+    };
+    if (!secure) {
+      proceed(socket);
+      return;
+    }
+    // A plaintext client gets a frame it can read that says TLS is required, instead of a
+    // TLS library's silent close; a TLS record starts with 0x16 (handshake).
+    socket.once("data", (first: Buffer) => {
+      if (first[0] !== 0x16) {
+        done();
+        refuseConnection(
+          socket,
+          ErrorCodes.ProtocolMismatch,
+          "This server requires TLS: connect with a tls:// address",
+        );
+        this.#report(new ProtocolError("A plaintext client connected to a TLS listener"));
+        return;
+      }
+      socket.pause();
+      socket.unshift(first);
+      const tlsOptions = this.#options.tls!;
+      const tlsSocket = new TLSSocket(socket, {
+        isServer: true,
+        secureContext: this.#secureContext!,
+        requestCert: tlsOptions.requestClientCertificate ?? false,
+        rejectUnauthorized: tlsOptions.requestClientCertificate ?? false,
+      });
+      tlsSocket.on("error", (error) => {
+        this.#report(error);
+        tlsSocket.destroy();
+      });
+      tlsSocket.once("secure", () => {
+        if ((tlsOptions.requestClientCertificate ?? false) && !tlsSocket.authorized) {
+          this.#report(
+            new AuthenticationError(
+              `Client certificate rejected: ${String(tlsSocket.authorizationError)}`,
+            ),
+          );
+          tlsSocket.destroy();
+          return;
+        }
+        proceed(tlsSocket);
+      });
+    });
+  }
+
+  #transport(socket: Socket): SocketTransport {
+    const options = this.#options;
+    return new SocketTransport(socket, {
+      maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       ...(options.frameTimeout !== undefined && { frameTimeout: options.frameTimeout }),
       ...(options.maxWriteBufferBytes !== undefined && {
         maxWriteBufferBytes: options.maxWriteBufferBytes,
       }),
     });
+  }
+
+  /** Starts serving an accepted (and, if required, authenticated) connection. */
+  #start(
+    socket: Socket,
+    address: Address,
+    leftover: Uint8Array[],
+    existing: SocketTransport | undefined,
+  ): void {
+    const options = this.#options;
+    const transport = existing ?? this.#transport(socket);
     const kind = address.kind;
     const remoteAddress =
       kind === "tcp" || kind === "tls"
@@ -263,7 +404,8 @@ export class Server<
       `c${++this.#nextConnection}`,
       kind,
       remoteAddress,
-      false,
+      options.authKey !== undefined,
+      socket instanceof TLSSocket ? peerCertificateOf(socket) : undefined,
     );
     const peer = new Peer({
       transport,
@@ -287,6 +429,7 @@ export class Server<
     if (transport.closed) return;
     this.#connections.add(connection);
     this.emit("connect", connection);
+    for (const frame of leftover) peer.receive(frame);
   }
 
   #report(error: unknown): void {
