@@ -62,6 +62,8 @@ export interface BaseConnectOptions extends AuthOptions {
   maxInFlight?: number;
   /** Deepest JSON nesting accepted. @default 64 */
   maxDepth?: number;
+  /** Milliseconds without traffic after which a connection is closed; `0` disables it. @default 0 */
+  idleTimeout?: number;
   /** Milliseconds for a started frame to complete. @default 30_000 */
   frameTimeout?: number;
   /** Bytes that may queue unsent before the connection is dropped. @default 64 MiB */
@@ -207,6 +209,7 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
   const transport = new SocketTransport(socket, {
     maxFrameBytes,
     ...(opts.frameTimeout !== undefined && { frameTimeout: opts.frameTimeout }),
+    ...(opts.idleTimeout !== undefined && { idleTimeout: opts.idleTimeout }),
     ...(opts.maxWriteBufferBytes !== undefined && {
       maxWriteBufferBytes: opts.maxWriteBufferBytes,
     }),

@@ -26,6 +26,7 @@ export {
   type ResponseMessage,
 } from "./message.js";
 export {
+  type Authorize,
   DEFAULT_MAX_BATCH_SIZE,
   DEFAULT_MAX_DEPTH,
   DEFAULT_MAX_IN_FLIGHT,

@@ -74,11 +74,24 @@ export interface PeerOptions {
   maxDepth?: number;
   /** Send handler error messages and stacks to the peer (development only). @default false */
   exposeErrors?: boolean;
+  /**
+   * Decides whether a call may run, after its params were validated: return `true` to
+   * allow it; `false` refuses it with -32004 Unauthorized; a thrown (or returned)
+   * `RpcError` is sent as it is. Notifications that are refused are dropped.
+   */
+  authorize?: Authorize;
   /** Receives every error that is not the caller's to see (handler throws, bad input, …). */
   onError?: (error: unknown, report: ErrorReport) => void;
   /** Called once when the connection is gone, after every pending call was rejected. */
   onClose?: (error?: Error) => void;
 }
+
+/** The authorization hook: see {@link PeerOptions.authorize}. */
+export type Authorize = (call: {
+  readonly connection: ConnectionInfo;
+  readonly method: string;
+  readonly params: unknown;
+}) => boolean | RpcError | Promise<boolean | RpcError>;
 
 interface PendingCall {
   readonly method: string;
@@ -111,6 +124,7 @@ export class Peer {
   readonly #maxDepth: number;
   readonly #exposeErrors: boolean;
   readonly #onError: PeerOptions["onError"];
+  readonly #authorize: Authorize | undefined;
   readonly #onClose: PeerOptions["onClose"];
   readonly #pending = new Map<RequestId, PendingCall>();
   readonly #inbound = new Map<RequestId, InboundCall>();
@@ -136,6 +150,7 @@ export class Peer {
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
     this.#exposeErrors = options.exposeErrors ?? false;
     this.#onError = options.onError;
+    this.#authorize = options.authorize;
     this.#onClose = options.onClose;
     this.#transport.start({
       frame: (payload) => this.receive(payload),
@@ -484,13 +499,59 @@ export class Peer {
         return checked.then((r) => {
           this.#running--;
           if (!r.success) return this.#invalidParams(entry, id, r.issues);
-          return this.#invoke(entry, r.data, id);
+          return this.#authorized(entry, r.data, id);
         });
       }
       if (!checked.success) return this.#invalidParams(entry, id, checked.issues);
       input = checked.data;
     }
-    return this.#invoke(entry, input, id);
+    return this.#authorized(entry, input, id);
+  }
+
+  /** Runs the authorization hook, if any, then the handler. */
+  #authorized(
+    entry: LocalEntry,
+    params: unknown,
+    id: RequestId | undefined,
+  ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    if (this.#authorize === undefined) return this.#invoke(entry, params, id);
+    let verdict: unknown;
+    try {
+      verdict = this.#authorize({ connection: this.#connection, method: entry.name, params });
+    } catch (error) {
+      verdict = error;
+    }
+    const decide = (v: unknown) => {
+      if (v === true) return this.#invoke(entry, params, id);
+      const error =
+        v instanceof RpcError
+          ? v
+          : new RpcError(ErrorCodes.Unauthorized, "Unauthorized", undefined, {
+              cause: v instanceof Error ? v : undefined,
+            });
+      if (v instanceof Error && !(v instanceof RpcError)) {
+        this.#report(v, { phase: "handler", method: entry.name, id: id ?? null });
+      }
+      if (id === undefined) {
+        this.#report(error, { phase: "receive", method: entry.name });
+        return undefined;
+      }
+      return { jsonrpc: "2.0" as const, id, error: error.toJSON() };
+    };
+    if (isThenable(verdict)) {
+      this.#running++;
+      return Promise.resolve(verdict).then(
+        (v) => {
+          this.#running--;
+          return decide(v);
+        },
+        (error: unknown) => {
+          this.#running--;
+          return decide(error);
+        },
+      );
+    }
+    return decide(verdict);
   }
 
   #invoke(

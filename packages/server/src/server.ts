@@ -18,6 +18,7 @@ import {
   ProtocolError,
 } from "@ezipc/contract";
 import {
+  type Authorize,
   createDispatchTable,
   createRemoteTable,
   DEFAULT_MAX_FRAME_BYTES,
@@ -79,6 +80,8 @@ export interface ServerOptions extends AuthOptions {
   maxDepth?: number;
   /** Connections held at once; excess connections are refused. @default 10_000 */
   maxConnections?: number;
+  /** Milliseconds without traffic after which a connection is closed; `0` disables it. @default 0 */
+  idleTimeout?: number;
   /** Milliseconds for a started frame to complete (slowloris defence). @default 30_000 */
   frameTimeout?: number;
   /** Bytes that may queue for a connection that does not read before it is dropped. @default 64 MiB */
@@ -87,6 +90,15 @@ export interface ServerOptions extends AuthOptions {
   closeTimeout?: number;
   /** Send handler error messages and stacks to callers (development only). @default false */
   exposeErrors?: boolean;
+  /**
+   * Decides per connection and method whether a call may run (after its params were
+   * validated): `true` allows it, `false` refuses it with -32004 Unauthorized, a returned or
+   * thrown `RpcError` is sent as it is.
+   *
+   * @example
+   * authorize: ({ connection, method }) => method !== "admin" || connection.peerCertificate?.subject.CN === "ops"
+   */
+  authorize?: Authorize;
   /** Receives every error callers do not see: handler throws, bad input, result bugs. */
   onError?: (error: unknown, report: ErrorReport) => void;
 }
@@ -380,6 +392,7 @@ export class Server<
     return new SocketTransport(socket, {
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       ...(options.frameTimeout !== undefined && { frameTimeout: options.frameTimeout }),
+      ...(options.idleTimeout !== undefined && { idleTimeout: options.idleTimeout }),
       ...(options.maxWriteBufferBytes !== undefined && {
         maxWriteBufferBytes: options.maxWriteBufferBytes,
       }),
@@ -419,6 +432,7 @@ export class Server<
       ...(options.maxDepth !== undefined && { maxDepth: options.maxDepth }),
       ...(options.exposeErrors !== undefined && { exposeErrors: options.exposeErrors }),
       ...(options.onError !== undefined && { onError: options.onError }),
+      ...(options.authorize !== undefined && { authorize: options.authorize }),
       onClose: (error) => {
         this.#connections.delete(connection);
         connection.markClosed();

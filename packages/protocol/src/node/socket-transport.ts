@@ -33,6 +33,12 @@ export interface SocketTransportOptions {
    * @default 30_000
    */
   frameTimeout?: number;
+  /**
+   * Milliseconds without any byte in either direction after which the connection is
+   * closed. `0` disables it (heartbeats detect dead peers instead).
+   * @default 0
+   */
+  idleTimeout?: number;
 }
 
 /**
@@ -94,6 +100,15 @@ export class SocketTransport implements Transport {
       this.#error ??= error;
     });
     socket.on("close", () => this.#finalize());
+    const idle = options.idleTimeout ?? 0;
+    if (idle > 0 && "setTimeout" in socket) {
+      const net = socket as Duplex & { setTimeout(ms: number, cb: () => void): void };
+      net.setTimeout(idle, () =>
+        this.destroy(
+          new ConnectionClosedError(`Connection idle for ${idle} ms (idleTimeout); closed`),
+        ),
+      );
+    }
     if (socket.destroyed) queueMicrotask(() => this.#finalize());
   }
 

@@ -119,7 +119,7 @@ export class RawClient {
   }
 
   /** Sends one frame and returns the next frame received, parsed. */
-  async request(payload: string): Promise<any> {
+  async request(payload: string | Uint8Array): Promise<any> {
     await this.send(payload);
     return this.next();
   }
