@@ -40,7 +40,10 @@ export class Child {
   /** Resolves with the child's start-up value (answer 0). */
   readonly started: Promise<unknown>;
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private readonly waiting = new Map<
+    number,
+    { resolve(v: unknown): void; reject(e: Error): void }
+  >();
   private exitError: Error | undefined;
 
   constructor(entry: string, args: string[], options: { exposeGc?: boolean } = {}) {
@@ -95,7 +98,8 @@ export class Child {
 
   /** Ends the child and waits for it to be gone. */
   kill(): Promise<void> {
-    if (this.process.exitCode !== null || this.process.signalCode !== null) return Promise.resolve();
+    if (this.process.exitCode !== null || this.process.signalCode !== null)
+      return Promise.resolve();
     return new Promise((resolve) => {
       this.process.once("exit", () => resolve());
       this.process.kill("SIGKILL");
@@ -109,7 +113,10 @@ type Handler = (msg: Record<string, unknown>) => unknown;
  * Child side: answers control requests with the given handlers, reports start-up with the
  * value of `start` (or its error), and exits when the parent goes away.
  */
-export function serveControl(start: () => Promise<unknown>, handlers: Record<string, Handler>): void {
+export function serveControl(
+  start: () => Promise<unknown>,
+  handlers: Record<string, Handler>,
+): void {
   const send = (reply: Reply) => process.send?.(reply);
   process.on("disconnect", () => process.exit(0));
   process.on("message", (raw) => {
@@ -128,6 +135,11 @@ export function serveControl(start: () => Promise<unknown>, handlers: Record<str
   });
   start().then(
     (value) => send({ id: 0, ok: true, value }),
-    (err: unknown) => send({ id: 0, ok: false, error: err instanceof Error ? err.stack ?? err.message : String(err) }),
+    (err: unknown) =>
+      send({
+        id: 0,
+        ok: false,
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      }),
   );
 }

@@ -1,7 +1,7 @@
 // `pnpm bench`: ezipc side by side with a raw-socket floor and peer RPC libraries.
 // Each library's server runs in a child process, its client here; see bench/README.md.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -11,9 +11,6 @@ import type { Adapter, BenchClient, Endpoint } from "./libs/types.js";
 import { type Options, parseOptions, REPO_ROOT, type Scenario, type Transport } from "./options.js";
 import { type Cell, type Measurement, renderMarkdown, renderSvg, renderText } from "./report.js";
 import { type Figures, large, notify, payload, pipe, type Stop, seq } from "./scenarios.js";
-
-/** A bench step past this is a "timeout" in its cell (the issue's bound). */
-const SCENARIO_LIMIT_MS = 60_000;
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -92,7 +89,11 @@ function describe(figures: Figures): string {
  * Idle memory on a server nobody else is connected to: a second process opens n connections
  * (one call each, so every per-connection structure exists) and holds them; KiB of RSS each.
  */
-async function idle(session: Session, n: number): Promise<{ kib: number; rssMib: number }> {
+async function idle(
+  session: Session,
+  n: number,
+  limitMs: number,
+): Promise<{ kib: number; rssMib: number }> {
   const { endpoint, fdLimit: serverFds } = (await session.server.started) as {
     endpoint: Endpoint;
     fdLimit: number | undefined;
@@ -116,7 +117,7 @@ async function idle(session: Session, n: number): Promise<{ kib: number; rssMib:
     const before = await session.server.request<{ rss: number; gc: boolean }>("memory");
     if (!before.gc) throw new Error("the server runs without --expose-gc");
     // n connections in all: ezipc's default maxConnections is exactly the 10,000 target.
-    await clients.request("open", { n: n - 1 }, SCENARIO_LIMIT_MS);
+    await clients.request("open", { n: n - 1 }, limitMs);
     const after = await session.server.request<{ rss: number }>("memory");
     return { kib: (after.rss - before.rss) / (n - 1) / 1024, rssMib: after.rss / (1024 * 1024) };
   } finally {
@@ -132,9 +133,9 @@ async function runStep(
   stop: Stop,
 ): Promise<Figures> {
   const { counts, budgetMs } = options;
-  if (step === "idle") return { idleKib: (await idle(session, counts.idle)).kib };
+  if (step === "idle") return { idleKib: (await idle(session, counts.idle, options.limitMs)).kib };
   if (step === "idle10k") {
-    const result = await idle(session, counts.idle10k);
+    const result = await idle(session, counts.idle10k, options.limitMs);
     return { idle10kKib: result.kib, idle10kRssMib: result.rssMib };
   }
   session.client ??= await session.adapter.connect(session.endpoint);
@@ -143,7 +144,13 @@ async function runStep(
     case "seq":
       return seq(client, { count: counts.seq, budgetMs: budgetMs.seq }, stop);
     case "pipe":
-      return pipe(client, server, { count: counts.pipe, budgetMs: budgetMs.pipe }, counts.window, stop);
+      return pipe(
+        client,
+        server,
+        { count: counts.pipe, budgetMs: budgetMs.pipe },
+        counts.window,
+        stop,
+      );
     case "large":
       return large(client, { count: counts.large, budgetMs: budgetMs.large }, text, stop);
     case "notify":
@@ -173,10 +180,12 @@ async function benchLibrary(
     for (const step of group) {
       if (!session && !startFailure) {
         try {
-          session = await withTimeout(openServer(lib, transport, dir), SCENARIO_LIMIT_MS, "start");
+          session = await withTimeout(openServer(lib, transport, dir), options.limitMs, "start");
         } catch (err) {
           startFailure = failure(err);
-          log(`${tag} ${lib.id}: the server did not start: ${(startFailure as { message: string }).message}`);
+          log(
+            `${tag} ${lib.id}: the server did not start: ${(startFailure as { message: string }).message}`,
+          );
         }
       }
       if (!session) {
@@ -189,11 +198,13 @@ async function benchLibrary(
       try {
         const result = await withTimeout(
           runStep(step, session, options, text, stop),
-          SCENARIO_LIMIT_MS,
+          options.limitMs,
           step,
         );
         Object.assign(figures, result);
-        log(`${tag} ${lib.id} ${step}: ${describe(result)} [${((performance.now() - started) / 1000).toFixed(1)} s]`);
+        log(
+          `${tag} ${lib.id} ${step}: ${describe(result)} [${((performance.now() - started) / 1000).toFixed(1)} s]`,
+        );
       } catch (err) {
         stop.stopped = true;
         const cell = failure(err);
@@ -227,6 +238,7 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
 
   const startedAt = new Date();
+  const loadAtStart = loadavg()[0]!;
   const t0 = performance.now();
   const text = payload(options.counts.largeBytes);
   const measurements: Measurement[] = [];
@@ -245,12 +257,21 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - t0) / 1000;
   log(`done in ${seconds.toFixed(0)} s`);
 
-  const context = { options, measurements, startedAt, seconds };
+  const context = {
+    options,
+    measurements,
+    startedAt,
+    seconds,
+    load: [loadAtStart, loadavg()[0]!] as [number, number],
+  };
   process.stdout.write(renderText(context));
   if (options.out) {
     const svgPath = options.out.replace(/\.md$/i, "") + ".svg";
     mkdirSync(dirname(options.out), { recursive: true });
-    writeFileSync(options.out, renderMarkdown({ ...context, svgName: relative(dirname(options.out), svgPath) }));
+    writeFileSync(
+      options.out,
+      renderMarkdown({ ...context, svgName: relative(dirname(options.out), svgPath) }),
+    );
     writeFileSync(svgPath, renderSvg(context));
     log(`wrote ${relative(REPO_ROOT, options.out)} and ${relative(REPO_ROOT, svgPath)}`);
   }

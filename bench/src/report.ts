@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { cpus, release, totalmem, type as osType } from "node:os";
+import { cpus, type as osType, release, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { fdLimit } from "./fd-limit.js";
 import { LIBRARIES } from "./libs/index.js";
@@ -22,6 +22,8 @@ export interface ReportContext {
   measurements: Measurement[];
   startedAt: Date;
   seconds: number;
+  /** 1-minute load averages when the run started and ended (other work skews absolute figures). */
+  load: [number, number];
 }
 
 type Failure = Exclude<Cell, number | undefined>;
@@ -120,9 +122,15 @@ const TRANSPORT_TITLES: Record<Transport, string> = {
   tcp: "TCP loopback (127.0.0.1, Nagle off)",
 };
 
-function table(context: ReportContext, transport: Transport, columns: Column[]): string[][] {
+function table(context: ReportContext, transport: Transport, all: Column[]): string[][] {
   const { options, measurements } = context;
-  const rows: string[][] = [["library", ...columns.map((c) => `${c.title} ${c.better === "higher" ? "↑" : "↓"}`)]];
+  // Only the columns some row measured (`--scenarios` may have left some out).
+  const columns = all.filter((c) =>
+    options.libraries.some((lib) => summarize(measurements, transport, lib.id, c.key)),
+  );
+  const rows: string[][] = [
+    ["library", ...columns.map((c) => `${c.title} ${c.better === "higher" ? "↑" : "↓"}`)],
+  ];
   for (const lib of options.libraries) {
     const summaries = columns.map((c) => summarize(measurements, transport, lib.id, c.key));
     if (summaries.every((s) => s === undefined)) continue;
@@ -135,7 +143,9 @@ function scaleRows(context: ReportContext): string[][] {
   const out: string[][] = [["library", "transport", ...SCALE_COLUMNS.map((c) => c.title)]];
   for (const transport of context.options.transports) {
     for (const lib of context.options.libraries) {
-      const summaries = SCALE_COLUMNS.map((c) => summarize(context.measurements, transport, lib.id, c.key));
+      const summaries = SCALE_COLUMNS.map((c) =>
+        summarize(context.measurements, transport, lib.id, c.key),
+      );
       if (summaries.every((s) => s === undefined)) continue;
       out.push([
         lib.label,
@@ -151,7 +161,9 @@ function plainTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   return rows
     .map((r, index) => {
-      const line = r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ");
+      const line = r
+        .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+        .join("  ");
       return index === 0 ? `${line}\n${widths.map((w) => "-".repeat(w)).join("  ")}` : line;
     })
     .join("\n");
@@ -160,7 +172,11 @@ function plainTable(rows: string[][]): string {
 function markdownTable(rows: string[][]): string {
   const [head, ...body] = rows;
   const line = (r: string[]) => `| ${r.join(" | ")} |`;
-  return [line(head!), `|${head!.map((_, i) => (i === 0 ? " --- " : " ---: ")).join("|")}|`, ...body.map(line)].join("\n");
+  return [
+    line(head!),
+    `|${head!.map((_, i) => (i === 0 ? " --- " : " ---: ")).join("|")}|`,
+    ...body.map(line),
+  ].join("\n");
 }
 
 function failures(context: ReportContext): string[] {
@@ -212,7 +228,9 @@ const hasScale = (context: ReportContext) =>
 export function renderText(context: ReportContext): string {
   const parts: string[] = [""];
   for (const transport of context.options.transports) {
-    parts.push(`== ${TRANSPORT_TITLES[transport]} — medians of ${context.options.runs} run(s); (×) = ratio to RAW`);
+    parts.push(
+      `== ${TRANSPORT_TITLES[transport]} — medians of ${context.options.runs} run(s); (×) = ratio to RAW`,
+    );
     parts.push(plainTable(table(context, transport, COLUMNS)), "");
   }
   if (hasScale(context)) {
@@ -220,7 +238,12 @@ export function renderText(context: ReportContext): string {
     parts.push(plainTable(scaleRows(context)), "");
   }
   const short = shortCounts(context);
-  if (short.length > 0) parts.push("Stopped short of the count by the time budget (median count measured):", ...short.map((f) => `  ${f}`), "");
+  if (short.length > 0)
+    parts.push(
+      "Stopped short of the count by the time budget (median count measured):",
+      ...short.map((f) => `  ${f}`),
+      "",
+    );
   const failed = failures(context);
   if (failed.length > 0) parts.push("Failures:", ...failed.map((f) => `  ${f}`), "");
   return `${parts.join("\n")}\n`;
@@ -230,7 +253,9 @@ const BENCH_DIR = fileURLToPath(new URL("..", import.meta.url));
 
 function version(pkg: string): string {
   try {
-    const json = JSON.parse(readFileSync(`${BENCH_DIR}node_modules/${pkg}/package.json`, "utf8")) as {
+    const json = JSON.parse(
+      readFileSync(`${BENCH_DIR}node_modules/${pkg}/package.json`, "utf8"),
+    ) as {
       version?: string;
     };
     return json.version ?? "?";
@@ -239,7 +264,7 @@ function version(pkg: string): string {
   }
 }
 
-function machine(): string[] {
+function machine(context: ReportContext): string[] {
   const cpu = cpus();
   return [
     `- CPU: ${cpu[0]?.model.trim() ?? "unknown"}, ${cpu.length} cores`,
@@ -247,6 +272,7 @@ function machine(): string[] {
     `- OS: ${osType()} ${release()}`,
     `- Node.js: ${process.version}`,
     `- Open-file limit (bench process): ${fdLimit() ?? "unknown"}`,
+    `- Load average (1 min) at start / end: ${context.load[0].toFixed(2)} / ${context.load[1].toFixed(2)}`,
   ];
 }
 
@@ -261,7 +287,9 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
   const n = (v: number) => v.toLocaleString("en-US");
   const b = options.budgetMs;
   const upTo = (count: number, budget: number) =>
-    Number.isFinite(budget) ? `${n(count)} (or ${budget / 1000} s of measuring, if sooner)` : n(count);
+    Number.isFinite(budget)
+      ? `${n(count)} (or ${budget / 1000} s of measuring, if sooner)`
+      : n(count);
   const out: string[] = [
     "# Benchmarks",
     "",
@@ -275,7 +303,12 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     "",
   ];
   for (const transport of options.transports) {
-    out.push(`## ${TRANSPORT_TITLES[transport]}`, "", markdownTable(table(context, transport, COLUMNS)), "");
+    out.push(
+      `## ${TRANSPORT_TITLES[transport]}`,
+      "",
+      markdownTable(table(context, transport, COLUMNS)),
+      "",
+    );
   }
   if (hasScale(context)) {
     out.push(
@@ -299,7 +332,7 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     `- **idle**: server RSS growth per connection with ${n(c.idle)} idle connections opened (one call each) from a second process, after a GC.`,
     "",
     "The server runs in a child process, the client in the bench process (one core each).",
-    "A cell reads `error` or `timeout` (over 60 s) where a library failed a scenario; † marks a",
+    `A cell reads \`error\` or \`timeout\` (over ${options.limitMs / 1000} s) where a library failed a scenario; † marks a`,
     "median over fewer runs than asked. See `bench/README.md` for the method and fairness notes.",
     "",
   );
@@ -317,7 +350,7 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     );
   }
   if (failed.length > 0) out.push("## Failures", "", ...failed.map((f) => `- ${f}`), "");
-  out.push("## Machine", "", ...machine(), "");
+  out.push("## Machine", "", ...machine(context), "");
   out.push("## Versions", "", "| package | version |", "| --- | --- |");
   const seen = new Set<string>();
   for (const lib of options.libraries) {
@@ -341,6 +374,11 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
   return out.join("\n");
 }
 
+const perSecond = (v: number) =>
+  v >= 10_000
+    ? `${Math.round(v / 1000).toLocaleString("en-US")}k/s`
+    : `${(v / 1000).toFixed(1)}k/s`;
+
 const escapeXml = (s: string) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
@@ -352,12 +390,12 @@ export function renderSvg(context: ReportContext): string {
     options.transports.some((t) => summarize(measurements, t, lib.id, "pipeRate")),
   );
   const bars = libs.map((lib) =>
-    options.transports.map((t) => ({ transport: t, summary: summarize(measurements, t, lib.id, "pipeRate") })),
+    options.transports.map((t) => ({
+      transport: t,
+      summary: summarize(measurements, t, lib.id, "pipeRate"),
+    })),
   );
-  const maxRatio = Math.max(
-    1,
-    ...bars.flat().map((b) => b.summary?.ratio ?? 0),
-  );
+  const maxRatio = Math.max(1, ...bars.flat().map((b) => b.summary?.ratio ?? 0));
   const scaleMax = Math.ceil(maxRatio * 4) / 4;
   const left = 190;
   const plotWidth = 430;
@@ -406,7 +444,7 @@ export function renderSvg(context: ReportContext): string {
       const w = Math.max(1, x(s.ratio) - left);
       el.push(
         `<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="${barHeight}" fill="${colors[bar.transport]}"/>`,
-        `<text x="${(left + w + 6).toFixed(1)}" y="${by + barHeight - 3}" fill="#333">${ratioText(s.ratio)} · ${Math.round(s.value / 1000).toLocaleString("en-US")}k/s</text>`,
+        `<text x="${(left + w + 6).toFixed(1)}" y="${by + barHeight - 3}" fill="#333">${ratioText(s.ratio)} · ${perSecond(s.value)}</text>`,
       );
     });
   });

@@ -84,7 +84,12 @@ export async function seq(client: BenchClient, amount: Amount, stop: Stop): Prom
 }
 
 /** Keeps `window` calls in flight until `count` completed or the budget ran out; the count done. */
-function pipeline(client: BenchClient, amount: Amount, window: number, stop: Stop): Promise<number> {
+function pipeline(
+  client: BenchClient,
+  amount: Amount,
+  window: number,
+  stop: Stop,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     const end = deadline(amount.budgetMs);
     let limit = amount.count;
@@ -146,13 +151,19 @@ export async function pipe(
 export function payload(bytes: number): string {
   const unit = "abcdefghijklmnopqrstuvwxyz0123456789";
   // Flattened once here, so no row pays for V8 flattening a rope on its first send.
-  return Buffer.from(unit.repeat(Math.ceil(bytes / unit.length)).slice(0, bytes), "latin1").toString(
+  return Buffer.from(
+    unit.repeat(Math.ceil(bytes / unit.length)).slice(0, bytes),
     "latin1",
-  );
+  ).toString("latin1");
 }
 
 /** large: sequential echoes of a big string; MiB of payload echoed per second. */
-export async function large(client: BenchClient, amount: Amount, text: string, stop: Stop): Promise<Figures> {
+export async function large(
+  client: BenchClient,
+  amount: Amount,
+  text: string,
+  stop: Stop,
+): Promise<Figures> {
   for (let i = 0; i < 2; i++) {
     const back = await client.echoText(text);
     if (back !== text) throw new Error(`echoText returned ${back.length} different chars`);
@@ -196,9 +207,18 @@ async function sendTicks(client: BenchClient, amount: Amount, stop: Stop): Promi
 }
 
 /** notify: notifications until the server has counted them all; messages/s. */
-export async function notify(client: BenchClient, server: Child, amount: Amount, stop: Stop): Promise<Figures> {
+export async function notify(
+  client: BenchClient,
+  server: Child,
+  amount: Amount,
+  stop: Stop,
+): Promise<Figures> {
   await server.request("reset");
-  const warm = await sendTicks(client, { count: Math.ceil(amount.count / 10), budgetMs: WARM_MS }, stop);
+  const warm = await sendTicks(
+    client,
+    { count: Math.ceil(amount.count / 10), budgetMs: WARM_MS },
+    stop,
+  );
   await server.request("waitCount", { n: warm });
   await server.request("reset");
   const start = now();

@@ -3,10 +3,10 @@ import {
   credentials,
   Server,
   ServerCredentials,
-  type ServerUnaryCall,
-  type sendUnaryData,
   type ServerReadableStream,
+  type ServerUnaryCall,
   type ServiceDefinition,
+  type sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Adapter, BenchClient, EchoParams, Endpoint, ServerState } from "./types.js";
 
@@ -96,7 +96,12 @@ export const adapter: Adapter = {
       echo: (p) => unary<EchoParams>(service.echo.path, p),
       echoText: (s) => unary<string>(service.echoText.path, s),
       tick: (n) => {
-        ticks ??= client.makeClientStreamRequest(service.tick.path, serialize, deserialize, () => {});
+        ticks ??= client.makeClientStreamRequest(
+          service.tick.path,
+          serialize,
+          deserialize,
+          () => {},
+        );
         if (!ticks.write({ n })) {
           const stream = ticks;
           drain ??= new Promise<void>((resolve) =>

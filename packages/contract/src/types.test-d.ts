@@ -134,7 +134,7 @@ describe("a client's calls", () => {
       const client = await connect(files, "unix:/tmp/ezipc-types.sock", {
         handlers: clientHandlers,
       });
-      expectTypeOf(client).toEqualTypeOf<Client<S, C>>();
+      expectTypeOf(client).toEqualTypeOf<Client<S>>();
       expectTypeOf(client.call("write", { filename: "a", content: "b" })).resolves.toEqualTypeOf<{
         written: number;
       }>();

@@ -4,7 +4,12 @@ import type { ValidationIssue } from "./errors.js";
 /** The outcome of validating one value against a schema. */
 export type ValidationResult =
   | { readonly success: true; readonly data: unknown }
-  | { readonly success: false; readonly issues: ValidationIssue[] };
+  | {
+      readonly success: false;
+      readonly issues: ValidationIssue[];
+      /** Set when the schema itself threw (a transform's bug, or input too deep). */
+      readonly error?: unknown;
+    };
 
 /** A compiled check for one schema; see {@link validator}. */
 export interface Validator {
@@ -40,15 +45,21 @@ function createValidator(schema: $ZodType): Validator {
     r.success
       ? { success: true as const, data: r.data }
       : { success: false as const, issues: (r.error?.issues ?? []) as ValidationIssue[] };
-  const failed = (error: unknown): ValidationResult => {
-    if (error instanceof RangeError) {
-      return {
-        success: false,
-        issues: [{ code: "too_deep", path: [], message: "Input is nested too deeply to validate" }],
-      };
-    }
-    throw error;
-  };
+  // zod throws instead of returning issues when a transform throws, or (RangeError) when a
+  // recursive schema meets input deeper than the stack: neither may escape a dispatcher.
+  const failed = (error: unknown): ValidationResult => ({
+    success: false,
+    issues: [
+      error instanceof RangeError
+        ? { code: "too_deep", path: [], message: "Input is nested too deeply to validate" }
+        : {
+            code: "schema_error",
+            path: [],
+            message: `The schema threw while validating: ${error instanceof Error ? error.message : String(error)}`,
+          },
+    ],
+    error,
+  });
   return {
     plain: isPlainSchema(schema),
     check(value) {

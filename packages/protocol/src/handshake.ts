@@ -13,7 +13,7 @@ export type DigestName = "md5" | "sha256" | "sha384" | "sha3_256" | "sha3_384";
 export type PeerDigest = DigestName | "md5-legacy";
 
 /**
- * The two frames' worth of I/O the handshake needs, over a connection that carries
+ * The frame I/O the handshake needs, over a connection that carries
  * length-prefixed frames (the transport adds and strips the 4-byte prefix).
  */
 export interface HandshakeChannel {

@@ -22,18 +22,26 @@ export function isValidId(id: unknown): id is RequestId {
 }
 
 /**
- * Whether `value` nests arrays/objects deeper than `max` levels. Recursion stops at `max`,
- * so the check itself cannot overflow the stack however deep the input is.
+ * Whether `value` nests arrays/objects deeper than `max` levels. Iterative, so the check
+ * itself cannot overflow the stack whatever `max` and the input are.
  */
 export function deeperThan(value: unknown, max: number): boolean {
   if (typeof value !== "object" || value === null) return false;
-  if (max === 0) return true;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) if (deeperThan(value[i], max - 1)) return true;
-    return false;
-  }
-  for (const key in value) {
-    if (deeperThan((value as Record<string, unknown>)[key], max - 1)) return true;
+  if (max <= 0) return true;
+  const values: object[] = [value];
+  const depths: number[] = [1];
+  while (values.length > 0) {
+    const current = values.pop()!;
+    const depth = depths.pop()!;
+    const children = Array.isArray(current) ? current : Object.values(current);
+    for (let i = 0; i < children.length; i++) {
+      const child: unknown = children[i];
+      if (typeof child === "object" && child !== null) {
+        if (depth >= max) return true;
+        values.push(child);
+        depths.push(depth + 1);
+      }
+    }
   }
   return false;
 }

@@ -729,8 +729,9 @@ describe("Peer connection loss", () => {
     await settle();
     expect(caller.pendingCount).toBe(3);
     expect(callee.runningCount).toBe(3);
+    const outcomes = calls.map((call) => expect(call).rejects.toBeInstanceOf(ConnectionClosedError));
     caller.close();
-    for (const call of calls) await expect(call).rejects.toBeInstanceOf(ConnectionClosedError);
+    await Promise.all(outcomes);
     const reasons = await Promise.all(signals.map(aborted));
     for (const reason of reasons) expect(reason).toBeInstanceOf(ConnectionClosedError);
     await settle();

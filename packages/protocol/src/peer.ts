@@ -128,6 +128,8 @@ export class Peer {
   readonly #onClose: PeerOptions["onClose"];
   readonly #pending = new Map<RequestId, PendingCall>();
   readonly #inbound = new Map<RequestId, InboundCall>();
+  /** Every running handler, notifications included, so a lost connection aborts them all. */
+  readonly #handlers = new Set<InboundCall>();
   readonly #idPrefix = nanoid(10);
   #nextId = 0;
   #running = 0;
@@ -498,11 +500,11 @@ export class Peer {
         this.#running++;
         return checked.then((r) => {
           this.#running--;
-          if (!r.success) return this.#invalidParams(entry, id, r.issues);
+          if (!r.success) return this.#invalidParams(entry, id, r.issues, r.error);
           return this.#authorized(entry, r.data, id);
         });
       }
-      if (!checked.success) return this.#invalidParams(entry, id, checked.issues);
+      if (!checked.success) return this.#invalidParams(entry, id, checked.issues, checked.error);
       input = checked.data;
     }
     return this.#authorized(entry, input, id);
@@ -559,33 +561,41 @@ export class Peer {
     params: unknown,
     id: RequestId | undefined,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
-    const inbound: InboundCall = { controller: undefined, reason: undefined };
+    const inbound: InboundCall = {
+      controller: undefined,
+      // A handler starting after the connection was lost (its async checks outlived it)
+      // starts with its signal already aborted.
+      reason: this.#closed ? new ConnectionClosedError("Connection lost") : undefined,
+    };
     const ctx = new Context(this, this.#connection, entry.name, id, inbound);
     if (id !== undefined) this.#inbound.set(id, inbound);
+    this.#handlers.add(inbound);
     this.#running++;
     let value: unknown;
     try {
       value = entry.handler(params, ctx);
     } catch (error) {
-      return this.#finish(entry, id, undefined, error, true);
+      return this.#finish(entry, id, inbound, undefined, error, true);
     }
     if (isThenable(value)) {
       return Promise.resolve(value).then(
-        (v) => this.#finish(entry, id, v, undefined, false),
-        (error: unknown) => this.#finish(entry, id, undefined, error, true),
+        (v) => this.#finish(entry, id, inbound, v, undefined, false),
+        (error: unknown) => this.#finish(entry, id, inbound, undefined, error, true),
       );
     }
-    return this.#finish(entry, id, value, undefined, false);
+    return this.#finish(entry, id, inbound, value, undefined, false);
   }
 
   #finish(
     entry: LocalEntry,
     id: RequestId | undefined,
+    inbound: InboundCall,
     value: unknown,
     error: unknown,
     failed: boolean,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
     this.#running--;
+    this.#handlers.delete(inbound);
     if (id !== undefined) this.#inbound.delete(id);
     if (this.#running === 0 && this.#idle.size > 0) {
       for (const resolve of this.#idle) resolve();
@@ -638,7 +648,10 @@ export class Peer {
     entry: LocalEntry,
     id: RequestId | undefined,
     issues: ValidationIssue[],
+    thrown?: unknown,
   ): ResponseMessage | undefined {
+    // A schema that threw (a transform's bug, not the caller's input) is reported locally.
+    if (thrown !== undefined) this.#report(thrown, { phase: "receive", method: entry.name });
     if (id === undefined) {
       this.#report(new ValidationError(`Invalid params for "${entry.name}"`, issues, "params"), {
         phase: "receive",
@@ -860,7 +873,7 @@ export class Peer {
     this.#pending.clear();
     for (const call of pending) call.reject(this.#closedError(call.method));
     const reason = new ConnectionClosedError("Connection lost", { cause: this.#closeError });
-    for (const inbound of this.#inbound.values()) abortInbound(inbound, reason);
+    for (const inbound of this.#handlers) abortInbound(inbound, reason);
     this.#onClose?.(this.#closeError);
   }
 
