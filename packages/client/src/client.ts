@@ -4,16 +4,20 @@ import { TLSSocket, connect as tlsConnect } from "node:tls";
 import {
   AuthenticationError,
   type CallArgs,
+  type CallOptions,
   ConnectionClosedError,
   type ConnectionInfo,
   type Contract,
   type ContractSide,
   type Handlers,
+  type InferItem,
   type InferResult,
   type MethodNames,
   type NotificationNames,
   type NotifyArgs,
   type RemoteApi,
+  type StreamArgs,
+  type StreamNames,
   TimeoutError,
 } from "@ezipc/contract";
 import {
@@ -137,7 +141,24 @@ export class Client<TServer extends ContractSide>
     method: K,
     ...args: CallArgs<TServer, K>
   ): Promise<InferResult<TServer, K>> {
-    return this.#peer.call(method, args[0], args[1]) as Promise<InferResult<TServer, K>>;
+    return this.#peer.call(method, args[0], args[1] as CallOptions | undefined) as Promise<
+      InferResult<TServer, K>
+    >;
+  }
+
+  /**
+   * Opens a server stream; iterate it with `for await`. Items are validated; a slow loop
+   * makes the server's generator wait (flow control). Leaving the loop early stops the
+   * generator and runs its `finally`.
+   *
+   * @example
+   * for await (const row of client.stream("rows", { table: "users" })) console.log(row);
+   */
+  stream<K extends StreamNames<TServer>>(
+    method: K,
+    ...args: StreamArgs<TServer, K>
+  ): AsyncIterable<InferItem<TServer, K>> {
+    return this.#peer.stream(method, args[0], args[1]) as AsyncIterable<InferItem<TServer, K>>;
   }
 
   /** Sends a notification; resolves once it was written to the socket. */

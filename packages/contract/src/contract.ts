@@ -11,6 +11,7 @@ export type ParamsSchema = $ZodType<unknown, object | undefined>;
 export interface MethodDef<
   TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
   TResult extends $ZodType | undefined = $ZodType | undefined,
+  TProgress extends $ZodType | undefined = $ZodType | undefined,
 > {
   /** Discriminates methods from notifications. */
   readonly kind: "method";
@@ -20,6 +21,8 @@ export interface MethodDef<
   readonly result: TResult;
   /** Whether retrying the method after a lost connection is safe (see docs/reliability.md). */
   readonly idempotent: boolean;
+  /** The schema of progress values the handler may report, or `undefined`. */
+  readonly progress: TProgress;
 }
 
 /** A one-way message in a contract: no response, no result. */
@@ -32,8 +35,24 @@ export interface NotificationDef<
   readonly params: TParams;
 }
 
+/**
+ * A stream in a contract: the caller iterates items the handler yields, with flow
+ * control (the producer waits when the consumer's window is full).
+ */
+export interface StreamDef<
+  TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
+  TItem extends $ZodType = $ZodType,
+> {
+  /** Discriminates streams from methods and notifications. */
+  readonly kind: "stream";
+  /** The params schema, or `undefined` for a stream without params. */
+  readonly params: TParams;
+  /** The schema of each item. */
+  readonly item: TItem;
+}
+
 /** Any entry of a contract side. */
-export type Definition = MethodDef | NotificationDef;
+export type Definition = MethodDef | NotificationDef | StreamDef;
 
 /** One half of a contract: the methods and notifications one side implements. */
 export type ContractSide = { readonly [name: string]: Definition };
@@ -53,6 +72,7 @@ export interface Contract<
 export interface MethodOptions<
   TParams extends ParamsSchema | undefined,
   TResult extends $ZodType | undefined,
+  TProgress extends $ZodType | undefined = undefined,
 > {
   /** A zod object (by-name params), tuple or array (by-position), or absent (no params). */
   params?: TParams;
@@ -63,6 +83,11 @@ export interface MethodOptions<
    * @default false
    */
   idempotent?: boolean;
+  /**
+   * The schema of progress values: the handler reports with `ctx.progress(value)`, the
+   * caller receives validated values through `call(…, { onProgress })`.
+   */
+  progress?: TProgress;
 }
 
 /**
@@ -77,13 +102,29 @@ export interface MethodOptions<
 export function method<
   TParams extends ParamsSchema | undefined = undefined,
   TResult extends $ZodType | undefined = undefined,
->(options: MethodOptions<TParams, TResult>): MethodDef<TParams, TResult> {
+  TProgress extends $ZodType | undefined = undefined,
+>(options: MethodOptions<TParams, TResult, TProgress>): MethodDef<TParams, TResult, TProgress> {
   return Object.freeze({
     kind: "method",
     params: options.params as TParams,
     result: options.result as TResult,
     idempotent: options.idempotent ?? false,
+    progress: options.progress as TProgress,
   });
+}
+
+/**
+ * Declares a stream: the handler is an async generator (or returns an `AsyncIterable`);
+ * the caller iterates validated items with `for await (const item of client.stream(…))`.
+ *
+ * @example
+ * tail: stream({ params: z.object({ file: z.string() }), item: z.object({ line: z.string() }) })
+ */
+export function stream<
+  TParams extends ParamsSchema | undefined = undefined,
+  TItem extends $ZodType = $ZodType,
+>(options: { params?: TParams; item: TItem }): StreamDef<TParams, TItem> {
+  return Object.freeze({ kind: "stream", params: options.params as TParams, item: options.item });
 }
 
 /**
@@ -127,9 +168,9 @@ export function defineContract<
         );
       }
       const def = side[name] as Definition | undefined;
-      if (!def || (def.kind !== "method" && def.kind !== "notification")) {
+      if (!def || (def.kind !== "method" && def.kind !== "notification" && def.kind !== "stream")) {
         throw new TypeError(
-          `Contract ${sideName}.${name}: expected method(…) or notification(…), got ${typeof def}`,
+          `Contract ${sideName}.${name}: expected method(…), notification(…) or stream(…), got ${typeof def}`,
         );
       }
     }

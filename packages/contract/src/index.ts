@@ -10,6 +10,8 @@ export {
   type NotificationDef,
   notification,
   type ParamsSchema,
+  type StreamDef,
+  stream,
 } from "./contract.js";
 export {
   AbortError,
@@ -29,11 +31,15 @@ export type {
   ConnectionInfo,
   HandlerContext,
   Handlers,
+  InferHandlerItem,
   InferHandlerParams,
+  InferHandlerProgress,
   InferHandlerResult,
   InferInput,
+  InferItem,
   InferOutput,
   InferParams,
+  InferProgress,
   InferResult,
   MaybePromise,
   MethodNames,
@@ -41,5 +47,8 @@ export type {
   NotifyArgs,
   PeerCertificate,
   RemoteApi,
+  StreamArgs,
+  StreamNames,
+  StreamOptions,
 } from "./types.js";
 export { isPlainSchema, type Validator, validator } from "./validate.js";

@@ -86,6 +86,18 @@ describe("inferred params and results", () => {
     expectTypeOf<InferParams<S, "ping">>().toEqualTypeOf<undefined>();
   });
 
+  test("absent params and result stay undefined inside defineContract, as they do standalone", () => {
+    const standalone = { m: method({}), n: notification() };
+    expectTypeOf(standalone.m.params).toEqualTypeOf<undefined>();
+    expectTypeOf(standalone.m.result).toEqualTypeOf<undefined>();
+    expectTypeOf(standalone.n.params).toEqualTypeOf<undefined>();
+    // The contract's side is the contextual type of method(…): it must not leak into inference.
+    const inContract = defineContract({ server: { m: method({}), n: notification() } });
+    expectTypeOf(inContract.server.m.params).toEqualTypeOf<undefined>();
+    expectTypeOf(inContract.server.m.result).toEqualTypeOf<undefined>();
+    expectTypeOf(inContract.server.n.params).toEqualTypeOf<undefined>();
+  });
+
   test("a codec or transform makes the caller's input differ from the handler's output", () => {
     expectTypeOf<InferParams<S, "schedule">>().toEqualTypeOf<{ at: string }>();
     expectTypeOf<InferHandlerParams<S, "schedule">>().toEqualTypeOf<{ at: Date }>();
@@ -213,7 +225,7 @@ describe("a client's calls", () => {
           progress: () => {},
           confirm: async ({ question }, ctx) => {
             expectTypeOf(question).toEqualTypeOf<string>();
-            expectTypeOf(ctx).toEqualTypeOf<HandlerContext<S>>();
+            expectTypeOf(ctx.signal).toEqualTypeOf<AbortSignal>();
             // ctx.peer is the server half: the client can call back into the server.
             expectTypeOf(ctx.peer).toEqualTypeOf<RemoteApi<S>>();
             await ctx.peer.call("write", { filename: "a", content: "b" });
@@ -313,9 +325,10 @@ describe("a server's handlers", () => {
   });
 
   test("Handlers maps each entry to a handler with the parsed params and a context", () => {
-    expectTypeOf<Parameters<Handlers<S, C>["write"]>>().toEqualTypeOf<
-      [params: { filename: string; content: string }, ctx: HandlerContext<C>]
-    >();
+    type WriteArgs = Parameters<Handlers<S, C>["write"]>;
+    expectTypeOf<WriteArgs[0]>().toEqualTypeOf<{ filename: string; content: string }>();
+    expectTypeOf<WriteArgs[1]>().toExtend<HandlerContext<C, any>>();
+    expectTypeOf<WriteArgs[1]["peer"]>().toEqualTypeOf<RemoteApi<C>>();
     expectTypeOf<Parameters<Handlers<S, C>["now"]>[0]>().toEqualTypeOf<undefined>();
     expectTypeOf<Parameters<Handlers<S, C>["schedule"]>[0]>().toEqualTypeOf<{ at: Date }>();
     expectTypeOf<ReturnType<Handlers<S, C>["stat"]>>().toEqualTypeOf<number | Promise<number>>();

@@ -23,11 +23,15 @@ export {
   FrameTooLargeError,
   type HandlerContext,
   type Handlers,
+  type InferHandlerItem,
   type InferHandlerParams,
+  type InferHandlerProgress,
   type InferHandlerResult,
   type InferInput,
+  type InferItem,
   type InferOutput,
   type InferParams,
+  type InferProgress,
   type InferResult,
   type MethodDef,
   type MethodNames,
@@ -41,11 +45,16 @@ export {
   type RemoteApi,
   RpcError,
   type RpcErrorJSON,
+  type StreamArgs,
+  type StreamDef,
+  type StreamNames,
+  type StreamOptions,
+  stream,
   TimeoutError,
   ValidationError,
   type ValidationIssue,
 } from "@ezipc/contract";
-export { type ErrorReport, Peer, type Transport } from "@ezipc/protocol";
+export { type Authorize, type ErrorReport, Peer, type Transport } from "@ezipc/protocol";
 export {
   type CloseOptions,
   Connection,

@@ -15,6 +15,10 @@ export interface LocalEntry {
   readonly kind: Definition["kind"];
   readonly params: Validator | undefined;
   readonly result: Validator | undefined;
+  /** Progress values (methods that declare `progress`). */
+  readonly progress: Validator | undefined;
+  /** Stream items (streams). */
+  readonly item: Validator | undefined;
   readonly handler: AnyHandler;
 }
 
@@ -30,6 +34,10 @@ export interface RemoteEntry {
   readonly kind: Definition["kind"];
   readonly params: Validator | undefined;
   readonly result: Validator | undefined;
+  /** Progress values (methods that declare `progress`). */
+  readonly progress: Validator | undefined;
+  /** Stream items (streams). */
+  readonly item: Validator | undefined;
 }
 
 /** The methods the other side serves, compiled once. */
@@ -52,13 +60,7 @@ export function createDispatchTable(
     if (typeof handler !== "function") {
       throw new TypeError(`${role}: "${name}" is in the contract but has no handler function`);
     }
-    table.set(name, {
-      name,
-      kind: def.kind,
-      params: def.params ? validator(def.params) : undefined,
-      result: def.kind === "method" && def.result ? validator(def.result) : undefined,
-      handler: handler as AnyHandler,
-    });
+    table.set(name, { ...compile(name, def), handler: handler as AnyHandler });
   }
   for (const name of Object.keys(handlers)) {
     if (!Object.hasOwn(side, name)) {
@@ -77,15 +79,22 @@ export function createRemoteTable(side: ContractSide): RemoteTable {
     const map = new Map<string, RemoteEntry>();
     for (const name of Object.keys(side)) {
       const def = side[name]!;
-      map.set(name, {
-        name,
-        kind: def.kind,
-        params: def.params ? validator(def.params) : undefined,
-        result: def.kind === "method" && def.result ? validator(def.result) : undefined,
-      });
+      map.set(name, compile(name, def));
     }
     table = map;
     remoteCache.set(side, table);
   }
   return table;
+}
+
+/** Compiles the validators of one definition, once. */
+function compile(name: string, def: Definition): RemoteEntry {
+  return {
+    name,
+    kind: def.kind,
+    params: def.params ? validator(def.params) : undefined,
+    result: def.kind === "method" && def.result ? validator(def.result) : undefined,
+    progress: def.kind === "method" && def.progress ? validator(def.progress) : undefined,
+    item: def.kind === "stream" ? validator(def.item) : undefined,
+  };
 }

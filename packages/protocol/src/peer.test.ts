@@ -729,7 +729,9 @@ describe("Peer connection loss", () => {
     await settle();
     expect(caller.pendingCount).toBe(3);
     expect(callee.runningCount).toBe(3);
-    const outcomes = calls.map((call) => expect(call).rejects.toBeInstanceOf(ConnectionClosedError));
+    const outcomes = calls.map((call) =>
+      expect(call).rejects.toBeInstanceOf(ConnectionClosedError),
+    );
     caller.close();
     await Promise.all(outcomes);
     const reasons = await Promise.all(signals.map(aborted));

@@ -7,7 +7,9 @@ import {
   ErrorCodes,
   FrameTooLargeError,
   type HandlerContext,
+  type RemoteApi,
   RpcError,
+  type StreamOptions,
   TimeoutError,
   ValidationError,
   type ValidationIssue,
@@ -15,7 +17,7 @@ import {
 } from "@ezipc/contract";
 import { nanoid } from "nanoid";
 import pTimeout from "p-timeout";
-import type { DispatchTable, LocalEntry, RemoteTable } from "./dispatch.js";
+import type { DispatchTable, LocalEntry, RemoteEntry, RemoteTable } from "./dispatch.js";
 import {
   deeperThan,
   errorResponse,
@@ -23,6 +25,7 @@ import {
   type RequestId,
   type ResponseMessage,
 } from "./message.js";
+import { DEFAULT_STREAM_WINDOW, StreamConsumer } from "./stream.js";
 import type { Transport } from "./transport.js";
 
 /** The default call timeout: 30 s. */
@@ -98,11 +101,36 @@ interface PendingCall {
   readonly result: Validator | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
+  /** The progress schema and listener, when the caller asked for progress. */
+  readonly progress?: {
+    readonly check: Validator | undefined;
+    readonly listener: (v: unknown) => void;
+  };
+  /** The consumer, when this is a stream. */
+  readonly consumer?: StreamConsumer;
+}
+
+/** The extension member ezipc adds to requests; a plain JSON-RPC peer ignores it. */
+interface RequestMeta {
+  /** Milliseconds the caller will wait (its deadline, relative to sending). */
+  timeout?: number;
+  /** The caller listens for `rpc.progress`. */
+  progress?: true;
+  /** Initial credit of a stream: items the producer may send before waiting. */
+  credit?: number;
 }
 
 interface InboundCall {
   controller: AbortController | undefined;
   reason: Error | undefined;
+  /** Absolute deadline (Date.now() clock) from the request's meta. */
+  deadline: number | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** The caller listens for progress. */
+  progress: boolean;
+  /** Stream credit left, and the producer waiting for more. */
+  credit: number;
+  wake: (() => void) | undefined;
 }
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -155,7 +183,14 @@ export class Peer {
     this.#authorize = options.authorize;
     this.#onClose = options.onClose;
     this.#transport.start({
-      frame: (payload) => this.receive(payload),
+      frame: (payload) => {
+        try {
+          this.receive(payload);
+        } catch (error) {
+          // A bug of ours must cost one message, never the process.
+          this.#report(error, { phase: "receive" });
+        }
+      },
       frameError: (error, fatal) => {
         if (fatal) {
           this.#report(error, { phase: "transport" });
@@ -210,9 +245,98 @@ export class Peer {
       return Promise.reject(error);
     }
     if (checked instanceof Promise) {
-      return checked.then((value) => this.#send(method, entry.result, value, options));
+      return checked.then((value) => this.#send(entry, value, options));
     }
-    return this.#send(method, entry.result, checked, options);
+    return this.#send(entry, checked, options);
+  }
+
+  /**
+   * Opens a stream on the other side: iterate the result with `for await`. The request is
+   * sent when iteration starts; leaving the loop early cancels the remote generator.
+   */
+  stream(method: string, params?: unknown, options?: StreamOptions): AsyncIterable<unknown> {
+    return { [Symbol.asyncIterator]: () => this.#openStream(method, params, options) };
+  }
+
+  #openStream(
+    method: string,
+    params: unknown,
+    options: StreamOptions | undefined,
+  ): AsyncIterator<unknown> {
+    const failed = (error: Error): AsyncIterator<unknown> => ({
+      next: () => Promise.reject(error),
+      return: () => Promise.resolve({ value: undefined, done: true }),
+    });
+    if (this.#closed) return failed(this.#closedError(method));
+    const entry = this.#remote.get(method);
+    if (entry === undefined || entry.kind !== "stream") {
+      return failed(new TypeError(`"${method}" is not a stream of the other side's contract`));
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) return failed(abortError(method, signal));
+    const window = Math.max(1, Math.floor(options?.window ?? DEFAULT_STREAM_WINDOW));
+    const id = this.#idPrefix + (this.#nextId++).toString(36);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const consumer = new StreamConsumer(method, window, entry.item, {
+      grant: (n) => {
+        if (this.#pending.has(id)) {
+          this.#sendNotification("rpc.stream.credit", { id, credit: n });
+        }
+      },
+      cancel: () => {
+        cleanup();
+        if (this.#pending.delete(id)) this.#sendCancel(id);
+      },
+    });
+    const onAbort = () => consumer.reject(abortError(method, signal!));
+    const pending: PendingCall = {
+      method,
+      result: undefined,
+      resolve: () => {
+        cleanup();
+        consumer.resolve();
+      },
+      reject: (error) => {
+        cleanup();
+        consumer.reject(error);
+      },
+      consumer,
+    };
+    const start = (value: unknown) => {
+      if (this.#closed) {
+        consumer.reject(this.#closedError(method));
+        return;
+      }
+      this.#pending.set(id, pending);
+      try {
+        this.#transport.send(requestText(id, method, value, { credit: window }));
+      } catch (error) {
+        this.#pending.delete(id);
+        consumer.reject(this.#wrapSendError(error, method));
+        return;
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const timeout = options?.timeout ?? 0;
+      if (timeout > 0 && timeout !== Number.POSITIVE_INFINITY) {
+        timer = setTimeout(() => {
+          consumer.reject(
+            new TimeoutError(`Stream "${method}" timed out after ${timeout} ms`, timeout),
+          );
+        }, timeout);
+      }
+    };
+    try {
+      const checked = this.#checkOutgoing(entry.params, params, method);
+      if (checked instanceof Promise) checked.then(start, (error: Error) => consumer.reject(error));
+      else start(checked);
+    } catch (error) {
+      return failed(error as Error);
+    }
+    return consumer;
   }
 
   /** Sends a notification; resolves once it was handed to the operating system. */
@@ -414,12 +538,12 @@ export class Peer {
       this.#receiveNotification(method, m.params);
       return undefined;
     }
-    return this.#receiveRequest(method, m.params, id as RequestId);
+    return this.#receiveRequest(method, m.params, id as RequestId, m.ezipc);
   }
 
   #receiveNotification(method: string, params: unknown): void {
     if (method.startsWith("rpc.")) {
-      if (method === "rpc.cancel") this.#cancelInbound(params);
+      this.#receiveControl(method, params);
       return;
     }
     if (this.#draining) {
@@ -443,10 +567,74 @@ export class Peer {
     if (response instanceof Promise) response.then(undefined, () => {});
   }
 
+  /** Handles the reserved `rpc.*` notifications. */
+  #receiveControl(method: string, params: unknown): void {
+    const p = (typeof params === "object" && params !== null ? params : {}) as Record<
+      string,
+      unknown
+    >;
+    const id = p.id;
+    if (!isValidId(id)) return;
+    switch (method) {
+      case "rpc.cancel": {
+        this.#cancelInbound(id);
+        return;
+      }
+      case "rpc.stream.item": {
+        this.#pending.get(id)?.consumer?.push(p.item);
+        return;
+      }
+      case "rpc.stream.credit": {
+        const inbound = this.#inbound.get(id);
+        const credit = p.credit;
+        if (inbound === undefined || typeof credit !== "number" || !(credit > 0)) return;
+        inbound.credit += Math.floor(credit);
+        const wake = inbound.wake;
+        inbound.wake = undefined;
+        wake?.();
+        return;
+      }
+      case "rpc.progress": {
+        const progress = this.#pending.get(id)?.progress;
+        if (progress === undefined) return;
+        const deliver = (r: Awaited<ReturnType<Validator["check"]>>) => {
+          if (!r.success) {
+            this.#report(
+              new ValidationError(
+                "Progress value does not match the contract",
+                r.issues,
+                "progress",
+              ),
+              {
+                phase: "receive",
+                id,
+              },
+            );
+            return;
+          }
+          try {
+            progress.listener(r.data);
+          } catch (error) {
+            this.#report(error, { phase: "receive", id });
+          }
+        };
+        if (progress.check === undefined || !this.#validate) {
+          deliver({ success: true, data: p.value });
+          return;
+        }
+        const checked = progress.check.check(p.value);
+        if (checked instanceof Promise) checked.then(deliver);
+        else deliver(checked);
+        return;
+      }
+    }
+  }
+
   #receiveRequest(
     method: string,
     params: unknown,
     id: RequestId,
+    meta: unknown,
   ): ResponseMessage | Promise<ResponseMessage | undefined> | undefined {
     if (method.startsWith("rpc.")) {
       if (method === "rpc.ping") return { jsonrpc: "2.0", id, result: "pong" };
@@ -459,7 +647,7 @@ export class Peer {
     if (entry === undefined) {
       return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found");
     }
-    if (entry.kind !== "method") {
+    if (entry.kind === "notification") {
       return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found", {
         reason: `"${method}" is a notification: send it without an id`,
       });
@@ -474,7 +662,7 @@ export class Peer {
         limit: this.#maxInFlight,
       });
     }
-    return this.#run(entry, params, id);
+    return this.#run(entry, params, id, meta);
   }
 
   /**
@@ -485,6 +673,7 @@ export class Peer {
     entry: LocalEntry,
     params: unknown,
     id: RequestId | undefined,
+    meta?: unknown,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
     let input = params;
     if (entry.params === undefined) {
@@ -501,13 +690,13 @@ export class Peer {
         return checked.then((r) => {
           this.#running--;
           if (!r.success) return this.#invalidParams(entry, id, r.issues, r.error);
-          return this.#authorized(entry, r.data, id);
+          return this.#authorized(entry, r.data, id, meta);
         });
       }
       if (!checked.success) return this.#invalidParams(entry, id, checked.issues, checked.error);
       input = checked.data;
     }
-    return this.#authorized(entry, input, id);
+    return this.#authorized(entry, input, id, meta);
   }
 
   /** Runs the authorization hook, if any, then the handler. */
@@ -515,8 +704,9 @@ export class Peer {
     entry: LocalEntry,
     params: unknown,
     id: RequestId | undefined,
+    meta: unknown,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
-    if (this.#authorize === undefined) return this.#invoke(entry, params, id);
+    if (this.#authorize === undefined) return this.#invoke(entry, params, id, meta);
     let verdict: unknown;
     try {
       verdict = this.#authorize({ connection: this.#connection, method: entry.name, params });
@@ -524,7 +714,7 @@ export class Peer {
       verdict = error;
     }
     const decide = (v: unknown) => {
-      if (v === true) return this.#invoke(entry, params, id);
+      if (v === true) return this.#invoke(entry, params, id, meta);
       const error =
         v instanceof RpcError
           ? v
@@ -560,14 +750,27 @@ export class Peer {
     entry: LocalEntry,
     params: unknown,
     id: RequestId | undefined,
+    meta: unknown,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
+    const m = (typeof meta === "object" && meta !== null ? meta : {}) as RequestMeta;
+    const timeout = m.timeout;
     const inbound: InboundCall = {
       controller: undefined,
       // A handler starting after the connection was lost (its async checks outlived it)
       // starts with its signal already aborted.
       reason: this.#closed ? new ConnectionClosedError("Connection lost") : undefined,
+      deadline:
+        typeof timeout === "number" && timeout > 0 && Number.isFinite(timeout)
+          ? Date.now() + timeout
+          : undefined,
+      timer: undefined,
+      progress: m.progress === true && id !== undefined,
+      credit: typeof m.credit === "number" && m.credit > 0 ? Math.floor(m.credit) : 0,
+      wake: undefined,
     };
-    const ctx = new Context(this, this.#connection, entry.name, id, inbound);
+    const ctx = new Context(this, this.#connection, entry, id, inbound);
+    if (entry.kind === "stream" && id !== undefined)
+      return this.#produce(entry, params, id, inbound, ctx);
     if (id !== undefined) this.#inbound.set(id, inbound);
     this.#handlers.add(inbound);
     this.#running++;
@@ -596,6 +799,7 @@ export class Peer {
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
     this.#running--;
     this.#handlers.delete(inbound);
+    if (inbound.timer !== undefined) clearTimeout(inbound.timer);
     if (id !== undefined) this.#inbound.delete(id);
     if (this.#running === 0 && this.#idle.size > 0) {
       for (const resolve of this.#idle) resolve();
@@ -662,9 +866,7 @@ export class Peer {
     return errorResponse(id, ErrorCodes.InvalidParams, "Invalid params", issues);
   }
 
-  #cancelInbound(params: unknown): void {
-    const id = (params as { id?: unknown } | undefined)?.id;
-    if (!isValidId(id)) return;
+  #cancelInbound(id: RequestId): void {
     const inbound = this.#inbound.get(id);
     if (inbound === undefined) return;
     abortInbound(
@@ -742,29 +944,35 @@ export class Peer {
     return schema.plain ? checked.data : params;
   }
 
-  #send(
-    method: string,
-    result: Validator | undefined,
-    params: unknown,
-    options: CallOptions | undefined,
-  ): Promise<unknown> {
+  #send(entry: RemoteEntry, params: unknown, options: CallOptions | undefined): Promise<unknown> {
+    const method = entry.name;
+    const result = entry.result;
     if (this.#closed) return Promise.reject(this.#closedError(method));
     const id = this.#idPrefix + (this.#nextId++).toString(36);
+    const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
+    const finite = timeout > 0 && timeout !== Number.POSITIVE_INFINITY;
+    const onProgress = options?.onProgress;
+    let meta: RequestMeta | undefined;
+    if (finite) meta = { timeout };
+    if (onProgress !== undefined) (meta ??= {}).progress = true;
     try {
-      this.#transport.send(
-        JSON.stringify(
-          params === undefined
-            ? { jsonrpc: "2.0", id, method }
-            : { jsonrpc: "2.0", id, method, params },
-        ),
-      );
+      this.#transport.send(requestText(id, method, params, meta));
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
     }
     const signal = options?.signal;
     let onAbort: (() => void) | undefined;
+    const progress =
+      onProgress === undefined
+        ? undefined
+        : { check: entry.progress, listener: onProgress as (v: unknown) => void };
     const promise = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(id, { method, result, resolve, reject });
+      this.#pending.set(
+        id,
+        progress === undefined
+          ? { method, result, resolve, reject }
+          : { method, result, resolve, reject, progress },
+      );
       if (signal) {
         onAbort = () => {
           if (this.#pending.delete(id)) {
@@ -775,17 +983,15 @@ export class Peer {
         signal.addEventListener("abort", onAbort, { once: true });
       }
     });
-    const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
-    const guarded =
-      timeout > 0 && timeout !== Number.POSITIVE_INFINITY
-        ? pTimeout(promise, {
-            milliseconds: timeout,
-            fallback: () => {
-              if (this.#pending.delete(id)) this.#sendCancel(id);
-              throw new TimeoutError(`Call of "${method}" timed out after ${timeout} ms`, timeout);
-            },
-          })
-        : promise;
+    const guarded = finite
+      ? pTimeout(promise, {
+          milliseconds: timeout,
+          fallback: () => {
+            if (this.#pending.delete(id)) this.#sendCancel(id);
+            throw new TimeoutError(`Call of "${method}" timed out after ${timeout} ms`, timeout);
+          },
+        })
+      : promise;
     if (onAbort) {
       const remove = () => signal!.removeEventListener("abort", onAbort!);
       guarded.then(remove, remove);
@@ -794,14 +1000,140 @@ export class Peer {
   }
 
   #sendCancel(id: RequestId): void {
+    this.#sendNotification("rpc.cancel", { id });
+  }
+
+  /** Sends a protocol notification; failures are reported, never thrown. */
+  #sendNotification(method: string, params: unknown): void {
     if (this.#closed) return;
     try {
-      this.#transport.send(
-        JSON.stringify({ jsonrpc: "2.0", method: "rpc.cancel", params: { id } }),
-      );
+      this.#transport.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
     } catch (error) {
-      this.#report(error, { phase: "send", id });
+      this.#report(error, { phase: "send" });
     }
+  }
+
+  /** @internal `ctx.progress` of a handler. */
+  sendProgress(
+    entry: LocalEntry,
+    id: RequestId | undefined,
+    inbound: InboundCall,
+    value: unknown,
+  ): void {
+    if (!inbound.progress || id === undefined || this.#closed || inbound.reason !== undefined)
+      return;
+    const send = (v: unknown) => this.#sendNotification("rpc.progress", { id, value: v });
+    if (entry.progress === undefined || !this.#validate) {
+      send(value);
+      return;
+    }
+    const progress = entry.progress;
+    const settle = (r: Awaited<ReturnType<Validator["check"]>>) => {
+      if (r.success) {
+        send(progress.plain ? r.data : value);
+        return;
+      }
+      this.#report(
+        new ValidationError(
+          `Handler of "${entry.name}" reported progress that does not match the contract`,
+          r.issues,
+          "progress",
+        ),
+        { phase: "result", method: entry.name, id },
+      );
+    };
+    const checked = progress.check(value);
+    if (checked instanceof Promise) checked.then(settle);
+    else settle(checked);
+  }
+
+  /**
+   * Runs a stream handler: pulls items from its iterable only while the consumer has
+   * granted credit, so a slow consumer makes the generator wait instead of buffering.
+   * Resolves with the final response (`null` result, or the error).
+   */
+  async #produce(
+    entry: LocalEntry,
+    params: unknown,
+    id: RequestId,
+    inbound: InboundCall,
+    ctx: Context,
+  ): Promise<ResponseMessage | undefined> {
+    this.#inbound.set(id, inbound);
+    this.#handlers.add(inbound);
+    this.#running++;
+    let iterator: AsyncIterator<unknown> | undefined;
+    let response: ResponseMessage;
+    try {
+      const iterable = (await entry.handler(params, ctx)) as AsyncIterable<unknown>;
+      if (
+        typeof iterable !== "object" ||
+        iterable === null ||
+        !(Symbol.asyncIterator in iterable)
+      ) {
+        throw new TypeError(`Stream handler of "${entry.name}" did not return an AsyncIterable`);
+      }
+      iterator = iterable[Symbol.asyncIterator]();
+      for (;;) {
+        while (inbound.credit === 0 && inbound.reason === undefined) {
+          await new Promise<void>((resolve) => {
+            inbound.wake = resolve;
+          });
+        }
+        if (inbound.reason !== undefined) break;
+        const step = await iterator.next();
+        if (step.done) {
+          iterator = undefined; // finished by itself: no return() needed
+          break;
+        }
+        if (inbound.reason !== undefined) break;
+        let item = step.value;
+        if (entry.item !== undefined && this.#validate) {
+          const r = await entry.item.check(item);
+          if (!r.success) {
+            this.#report(
+              new ValidationError(
+                `Stream handler of "${entry.name}" yielded an item that does not match the contract`,
+                r.issues,
+                "item",
+              ),
+              { phase: "result", method: entry.name, id },
+            );
+            throw new RpcError(ErrorCodes.InternalError, "Internal error");
+          }
+          if (entry.item.plain) item = r.data;
+        }
+        this.#transport.send(
+          JSON.stringify({ jsonrpc: "2.0", method: "rpc.stream.item", params: { id, item } }),
+        );
+        inbound.credit--;
+      }
+      response =
+        inbound.reason !== undefined
+          ? errorResponse(id, ErrorCodes.RequestCancelled, "Request cancelled")
+          : { jsonrpc: "2.0", id, result: null };
+    } catch (error) {
+      response = this.#errorFor(entry, id, error);
+    } finally {
+      if (iterator?.return !== undefined) {
+        // Leaving early (cancelled, lost connection, a failure of ours) runs the
+        // generator's `finally`.
+        try {
+          await iterator.return();
+        } catch (error) {
+          this.#report(error, { phase: "handler", method: entry.name, id });
+        }
+      }
+    }
+    this.#running--;
+    this.#handlers.delete(inbound);
+    if (inbound.timer !== undefined) clearTimeout(inbound.timer);
+    this.#inbound.delete(id);
+    if (this.#running === 0 && this.#idle.size > 0) {
+      for (const resolve of this.#idle) resolve();
+      this.#idle.clear();
+    }
+    return response;
   }
 
   #sendResponse(response: ResponseMessage | ResponseMessage[]): void {
@@ -888,41 +1220,86 @@ export class Peer {
 }
 
 /** The `ctx` of one handler call; its `signal` is created only when a handler reads it. */
-class Context implements HandlerContext<any> {
+class Context implements HandlerContext<any, any> {
   readonly #inbound: InboundCall;
-  readonly peer: Peer;
+  readonly #entry: LocalEntry;
+  readonly #peer: Peer;
   readonly connection: ConnectionInfo;
-  readonly method: string;
   readonly id: RequestId | undefined;
 
   constructor(
     peer: Peer,
     connection: ConnectionInfo,
-    method: string,
+    entry: LocalEntry,
     id: RequestId | undefined,
     inbound: InboundCall,
   ) {
-    this.peer = peer;
+    this.#peer = peer;
     this.connection = connection;
-    this.method = method;
+    this.#entry = entry;
     this.id = id;
     this.#inbound = inbound;
+  }
+
+  get peer(): RemoteApi<any> {
+    return this.#peer as unknown as RemoteApi<any>;
+  }
+
+  get method(): string {
+    return this.#entry.name;
+  }
+
+  get deadline(): number | undefined {
+    return this.#inbound.deadline;
   }
 
   get signal(): AbortSignal {
     const inbound = this.#inbound;
     if (inbound.controller === undefined) {
-      inbound.controller = new AbortController();
-      if (inbound.reason !== undefined) inbound.controller.abort(inbound.reason);
+      const controller = new AbortController();
+      inbound.controller = controller;
+      if (inbound.reason !== undefined) controller.abort(inbound.reason);
+      else if (inbound.deadline !== undefined) {
+        // The deadline timer exists only once someone can observe it: a handler that never
+        // reads ctx.signal costs no timer.
+        inbound.timer = setTimeout(
+          () => {
+            inbound.timer = undefined;
+            abortInbound(inbound, new RpcError(ErrorCodes.DeadlineExceeded, "Deadline exceeded"));
+          },
+          Math.max(0, inbound.deadline - Date.now()),
+        );
+      }
     }
     return inbound.controller.signal;
+  }
+
+  progress(value: unknown): void {
+    this.#peer.sendProgress(this.#entry, this.id, this.#inbound, value);
   }
 }
 
 function abortInbound(inbound: InboundCall, reason: Error): void {
   if (inbound.reason !== undefined) return;
   inbound.reason = reason;
+  if (inbound.timer !== undefined) clearTimeout(inbound.timer);
   inbound.controller?.abort(reason);
+  const wake = inbound.wake;
+  inbound.wake = undefined;
+  wake?.();
+}
+
+/** The JSON text of a request, with ezipc's extension member only when it has content. */
+function requestText(
+  id: RequestId,
+  method: string,
+  params: unknown,
+  meta: RequestMeta | undefined,
+): string {
+  const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
+  if (params !== undefined) message.params = params;
+  if (meta !== undefined) message.ezipc = meta;
+  return JSON.stringify(message);
 }
 
 function abortError(method: string, signal: AbortSignal): AbortError {

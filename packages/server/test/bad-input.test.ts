@@ -18,6 +18,7 @@ import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
 import {
+  frame,
   type Gate,
   gate,
   header,
@@ -259,15 +260,32 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
       );
     });
 
-    it("a truncated frame then EOF: closed cleanly, nothing answered, nothing reported as a call", async () => {
+    it.each([
+      ["a truncated body", Buffer.concat([header(100), Buffer.from('{"jsonrpc":"2.0",')])],
+      ["a truncated header", Buffer.from([0x00, 0x00])],
+    ])("%s then EOF: closed cleanly, nothing answered, no handler run", async (_name, bytes) => {
       const { server } = await start();
       const client = await open();
-      await client.write(Buffer.concat([header(100), Buffer.from('{"jsonrpc":"2.0",')]));
+      await client.write(bytes);
       client.socket.end();
       await client.closed;
       expect(client.unread).toBe(0);
       await vi.waitFor(() => expect(server.connections).toHaveLength(0));
       expect(h!.calls).toStrictEqual([]);
+    });
+
+    it("a valid frame written one byte per write is answered", async () => {
+      await start();
+      const client = await open();
+      const text = JSON.stringify({
+        jsonrpc: "2.0",
+        method: "echo",
+        params: { text: "é✓" },
+        id: 1,
+      });
+      const bytes = frame(text);
+      for (let i = 0; i < bytes.length; i++) await client.write(bytes.subarray(i, i + 1));
+      expect(await client.next()).toStrictEqual({ jsonrpc: "2.0", id: 1, result: { text: "é✓" } });
     });
 
     it("a zero-length frame → -32700 (id null), and the connection keeps working", async () => {
@@ -415,6 +433,33 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
       expect(h!.disconnects).toHaveLength(1);
       expect(h!.disconnects[0]).toBeInstanceOf(ProtocolError);
       expect(client.unread).toBe(0);
+    });
+
+    it("bytes trickling into a started frame do not extend its deadline (slowloris)", async () => {
+      const { server } = await start({ frameTimeout: 100 });
+      const client = await open();
+      // The frame would need 300,000 one-byte writes, each a turn of the event loop, to
+      // complete (seconds at least); the deadline counts from the frame's first byte, so the
+      // server closes the connection long before.
+      const size = 300_000;
+      await client.write(header(size));
+      const one = Buffer.from(" ");
+      let sent = 0;
+      while (sent < size && !client.isClosed) {
+        try {
+          await client.write(one);
+        } catch {
+          break; // the server reset the connection under us
+        }
+        sent++;
+        // Yield to I/O and timers: a write callback can come back without a turn of the
+        // event loop, which would starve the server living in this same process.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      await client.closed;
+      expect(sent).toBeLessThan(size);
+      await vi.waitFor(() => expect(server.connections).toHaveLength(0));
+      expect(h!.disconnects[0]).toBeInstanceOf(ProtocolError);
     });
   });
 
@@ -605,6 +650,18 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
       expect(resultErrors).toHaveLength(1);
       expect(resultErrors[0]!.report).toMatchObject({ phase: "result", method: "badResult" });
       await expectAnswers(client);
+    });
+
+    it("__proto__ and constructor keys in params pollute nothing", async () => {
+      await start();
+      const client = await open();
+      const response = await client.request(
+        `{"jsonrpc":"2.0","method":"echo","params":{"text":"x","__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}},"id":"pp"}`,
+      );
+      expect(response).toStrictEqual({ jsonrpc: "2.0", id: "pp", result: { text: "x" } });
+      expect(h!.calls[0]!.params).toStrictEqual({ text: "x" });
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      expect(Object.getPrototypeOf(h!.calls[0]!.params)).toBe(Object.prototype);
     });
   });
 

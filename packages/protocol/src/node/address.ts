@@ -55,13 +55,24 @@ export function parseAddress(address: string): Address {
   if (match) {
     const port = Number(match[3]);
     if (port > 65535) throw new TypeError(`Port out of range in "${address}"`);
-    const host = match[2]!.startsWith("[") ? match[2]!.slice(1, -1) : match[2]!;
+    const bracketed = match[2]!.startsWith("[");
+    const host = bracketed ? match[2]!.slice(1, -1) : match[2]!;
+    // Brackets hold an IPv6 address only; otherwise a DNS name or an IPv4 address.
+    const valid = bracketed ? isIP(host) === 6 : isIP(host) === 4 || HOSTNAME.test(host);
+    if (!valid) {
+      throw new TypeError(
+        `Invalid host "${match[2]}" in "${address}": use a host name, an IPv4 address, or an IPv6 address in brackets`,
+      );
+    }
     return { kind: match[1] as "tcp" | "tls", host, port };
   }
   throw new TypeError(
     `Unsupported address "${address}": use tcp://host:port, tls://host:port, unix:/absolute/path or pipe:name`,
   );
 }
+
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$/;
 
 function checkUnixPathLength(path: string): void {
   const bytes = Buffer.byteLength(path);
