@@ -103,7 +103,10 @@ export function makeTestCerts(dir: string): TestCerts {
       "-sha256",
       // `req` in OpenSSL 3.0 takes extensions from its config file only (no -extfile).
       "-config",
-      file(`${name}.cnf`, `[req]\ndistinguished_name=dn\nx509_extensions=ext\n[dn]\n[ext]\n${ext}\n`),
+      file(
+        `${name}.cnf`,
+        `[req]\ndistinguished_name=dn\nx509_extensions=ext\n[dn]\n[ext]\n${ext}\n`,
+      ),
       "-out",
       `${name}.crt`,
     );
