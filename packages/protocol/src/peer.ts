@@ -87,6 +87,11 @@ export interface PeerOptions {
   onError?: (error: unknown, report: ErrorReport) => void;
   /** Called once when the connection is gone, after every pending call was rejected. */
   onClose?: (error?: Error) => void;
+  /**
+   * Called when the other side announces it is going away (`rpc.goaway`): send no new
+   * calls on this connection; calls in flight still get their answers.
+   */
+  onGoaway?: (reason: string | undefined) => void;
 }
 
 /** The authorization hook: see {@link PeerOptions.authorize}. */
@@ -154,6 +159,7 @@ export class Peer {
   readonly #onError: PeerOptions["onError"];
   readonly #authorize: Authorize | undefined;
   readonly #onClose: PeerOptions["onClose"];
+  readonly #onGoaway: PeerOptions["onGoaway"];
   readonly #pending = new Map<RequestId, PendingCall>();
   readonly #inbound = new Map<RequestId, InboundCall>();
   /** Every running handler, notifications included, so a lost connection aborts them all. */
@@ -182,6 +188,7 @@ export class Peer {
     this.#onError = options.onError;
     this.#authorize = options.authorize;
     this.#onClose = options.onClose;
+    this.#onGoaway = options.onGoaway;
     this.#transport.start({
       frame: (payload) => {
         try {
@@ -380,6 +387,19 @@ export class Peer {
   }
 
   /**
+   * Checks the other side is alive: sends `rpc.ping` and resolves once it answers.
+   * Rejects with `TimeoutError` after `timeout` ms, or `ConnectionClosedError`.
+   */
+  ping(timeout = this.#timeout): Promise<void> {
+    return this.#send(PING, undefined, { timeout }).then(() => undefined);
+  }
+
+  /** Tells the other side we are going away (`rpc.goaway`): it should send no new calls here. */
+  goaway(reason?: string): void {
+    this.#sendNotification("rpc.goaway", reason === undefined ? {} : { reason });
+  }
+
+  /**
    * Stops taking new work: requests are answered with -32005 (shutting down) and
    * notifications are dropped; running handlers finish. Calls of ours are unaffected.
    */
@@ -573,6 +593,14 @@ export class Peer {
       string,
       unknown
     >;
+    if (method === "rpc.goaway") {
+      try {
+        this.#onGoaway?.(typeof p.reason === "string" ? p.reason : undefined);
+      } catch (error) {
+        this.#report(error, { phase: "receive", method });
+      }
+      return;
+    }
     const id = p.id;
     if (!isValidId(id)) return;
     switch (method) {
@@ -1305,6 +1333,15 @@ function requestText(
 function abortError(method: string, signal: AbortSignal): AbortError {
   return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });
 }
+
+const PING: RemoteEntry = {
+  name: "rpc.ping",
+  kind: "method",
+  params: undefined,
+  result: undefined,
+  progress: undefined,
+  item: undefined,
+};
 
 const CHALLENGE = [..."#CHALLENGE#"].map((c) => c.charCodeAt(0));
 

@@ -146,12 +146,15 @@ describe("mutual TLS", () => {
   it("the client's certificate subject is on ctx.connection.peerCertificate", async ({
     cleanups,
   }) => {
-    const { server } = await start(cleanups, { tls: mtls() });
+    const { server, errors } = await start(cleanups, { tls: mtls() });
     const client = await connect(contract, server.address, {
       tls: { ca: certs.ca.certPath, key: certs.client.keyPath, cert: certs.client.certPath },
     });
     cleanups.add(client, (c) => c.close());
-    expect(await client.call("whoami")).toStrictEqual({
+    const result = await client.call("whoami").catch((e: unknown) => e);
+    // The server has nothing to complain about a certificate signed by the CA it trusts.
+    expect(errors.errors.map(describeChain)).toStrictEqual([]);
+    expect(result).toStrictEqual({
       transport: "tls",
       authenticated: false,
       cn: "alice",
@@ -191,18 +194,22 @@ describe("mutual TLS", () => {
     expect(error instanceof AuthenticationError || error instanceof ConnectionClosedError).toBe(
       true,
     );
-    expect(describeChain(error)).toMatch(/certificate|unknown ca/i);
-    await errors.next((e) => /certificate|unknown ca/i.test(describeChain(e)));
+    // The client learns only that the server closed (TLS 1.3 has no alert left to send once
+    // the handshake is done); the server's report names the verification failure.
+    const reported = await errors.next((e) => /certificate/i.test(describeChain(e)));
+    expect(describeChain(reported)).toMatch(
+      /UNABLE_TO_GET_ISSUER_CERT|unable to get (local )?issuer certificate/i,
+    );
     await noConnections(server);
   });
 });
 
 describe("a bad server certificate is rejected by the client with AuthenticationError", () => {
-  it.each([
+  it.for([
     ["self-signed", () => certs.selfSigned, /self[- ]signed/i],
     ["expired", () => certs.expired, /expired/i],
     ["for the wrong host", () => certs.wrongHost, /does not match certificate's altnames/i],
-  ])("%s", async ({ cleanups }, _name, pair, cause) => {
+  ] as const)("%s", async ([, pair, cause], { cleanups }) => {
     const { key, cert } = pair();
     const { server } = await start(cleanups, { tls: { key, cert } });
     const error = await connect(contract, server.address, {
