@@ -91,8 +91,18 @@ export class Child {
     const id = this.nextId++;
     const answer = new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      // The channel may close between the check above and here: that is a failed request.
+      const failed = (err: Error | null) => {
+        if (!err) return;
+        this.waiting.delete(id);
+        reject(err);
+      };
+      try {
+        this.process.send({ id, op, ...args }, failed);
+      } catch (err) {
+        failed(err as Error);
+      }
     });
-    this.process.send({ id, op, ...args });
     return withTimeout(answer, timeoutMs, `child ${op}`);
   }
 

@@ -314,8 +314,9 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     out.push(
       `## ${n(c.idle10k)} idle connections`,
       "",
-      `One server holding ${n(c.idle10k)} connections opened from a second process: server RSS`,
-      "(after a GC) per connection, and in total.",
+      `One server holding ${n(c.idle10k)} connections opened from a second process (one call each):`,
+      "server RSS growth per connection and total server RSS, after a GC. Measured once, in the",
+      "first run.",
       "",
       markdownTable(scaleRows(context)),
       "",

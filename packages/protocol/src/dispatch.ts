@@ -38,6 +38,8 @@ export interface RemoteEntry {
   readonly progress: Validator | undefined;
   /** Stream items (streams). */
   readonly item: Validator | undefined;
+  /** The method name as a JSON string, encoded once for every request. */
+  readonly quoted: string;
 }
 
 /** The methods the other side serves, compiled once. */
@@ -96,5 +98,6 @@ function compile(name: string, def: Definition): RemoteEntry {
     result: def.kind === "method" && def.result ? validator(def.result) : undefined,
     progress: def.kind === "method" && def.progress ? validator(def.progress) : undefined,
     item: def.kind === "stream" ? validator(def.item) : undefined,
+    quoted: JSON.stringify(name),
   };
 }

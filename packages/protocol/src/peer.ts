@@ -17,6 +17,7 @@ import {
 } from "@ezipc/contract";
 import { nanoid } from "nanoid";
 import pTimeout from "p-timeout";
+import { Deadlines, type Expiring } from "./deadlines.js";
 import type { DispatchTable, LocalEntry, RemoteEntry, RemoteTable } from "./dispatch.js";
 import {
   deeperThan,
@@ -101,18 +102,31 @@ export type Authorize = (call: {
   readonly params: unknown;
 }) => boolean | RpcError | Promise<boolean | RpcError>;
 
-interface PendingCall {
-  readonly method: string;
-  readonly result: Validator | undefined;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: Error) => void;
+/** A call of ours awaiting its response; also the unit the deadline queue tracks. */
+class PendingCall implements Expiring {
+  settled = false;
   /** The progress schema and listener, when the caller asked for progress. */
-  readonly progress?: {
-    readonly check: Validator | undefined;
-    readonly listener: (v: unknown) => void;
-  };
+  progress:
+    | { readonly check: Validator | undefined; readonly listener: (v: unknown) => void }
+    | undefined = undefined;
   /** The consumer, when this is a stream. */
-  readonly consumer?: StreamConsumer;
+  consumer: StreamConsumer | undefined = undefined;
+  signal: AbortSignal | undefined = undefined;
+  onAbort: (() => void) | undefined = undefined;
+
+  constructor(
+    readonly id: RequestId,
+    readonly method: string,
+    readonly result: Validator | undefined,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: Error) => void,
+    readonly timeout: number,
+    readonly onExpire: (call: PendingCall) => void,
+  ) {}
+
+  expire(): void {
+    this.onExpire(this);
+  }
 }
 
 /** The extension member ezipc adds to requests; a plain JSON-RPC peer ignores it. */
@@ -161,6 +175,7 @@ export class Peer {
   readonly #onClose: PeerOptions["onClose"];
   readonly #onGoaway: PeerOptions["onGoaway"];
   readonly #pending = new Map<RequestId, PendingCall>();
+  readonly #deadlines = new Deadlines();
   readonly #inbound = new Map<RequestId, InboundCall>();
   /** Every running handler, notifications included, so a lost connection aborts them all. */
   readonly #handlers = new Set<InboundCall>();
@@ -283,11 +298,7 @@ export class Peer {
     if (signal?.aborted) return failed(abortError(method, signal));
     const window = Math.max(1, Math.floor(options?.window ?? DEFAULT_STREAM_WINDOW));
     const id = this.#idPrefix + (this.#nextId++).toString(36);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const cleanup = () => {
-      if (timer !== undefined) clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-    };
+    const timeout = options?.timeout ?? 0;
     const consumer = new StreamConsumer(method, window, entry.item, {
       grant: (n) => {
         if (this.#pending.has(id)) {
@@ -295,24 +306,21 @@ export class Peer {
         }
       },
       cancel: () => {
-        cleanup();
-        if (this.#pending.delete(id)) this.#sendCancel(id);
+        if (this.#take(id) !== undefined) this.#sendCancel(id);
       },
     });
-    const onAbort = () => consumer.reject(abortError(method, signal!));
-    const pending: PendingCall = {
+    // The stream's end (the response) and failures reach the consumer through its pending
+    // entry, like a call's; a deadline and an abort work as for calls.
+    const pending = new PendingCall(
+      id,
       method,
-      result: undefined,
-      resolve: () => {
-        cleanup();
-        consumer.resolve();
-      },
-      reject: (error) => {
-        cleanup();
-        consumer.reject(error);
-      },
-      consumer,
-    };
+      undefined,
+      () => consumer.resolve(),
+      (error) => consumer.reject(error),
+      timeout,
+      this.#expire,
+    );
+    pending.consumer = consumer;
     const start = (value: unknown) => {
       if (this.#closed) {
         consumer.reject(this.#closedError(method));
@@ -320,20 +328,23 @@ export class Peer {
       }
       this.#pending.set(id, pending);
       try {
-        this.#transport.send(requestText(id, method, value, { credit: window }));
+        this.#transport.send(requestText(id, entry.quoted, value, { credit: window }));
       } catch (error) {
-        this.#pending.delete(id);
+        this.#take(id);
         consumer.reject(this.#wrapSendError(error, method));
         return;
       }
-      signal?.addEventListener("abort", onAbort, { once: true });
-      const timeout = options?.timeout ?? 0;
-      if (timeout > 0 && timeout !== Number.POSITIVE_INFINITY) {
-        timer = setTimeout(() => {
-          consumer.reject(
-            new TimeoutError(`Stream "${method}" timed out after ${timeout} ms`, timeout),
-          );
-        }, timeout);
+      if (timeout > 0 && timeout !== Number.POSITIVE_INFINITY)
+        this.#deadlines.add(timeout, pending);
+      if (signal !== undefined) {
+        pending.signal = signal;
+        pending.onAbort = () => {
+          if (this.#take(id) !== undefined) {
+            this.#sendCancel(id);
+            consumer.reject(abortError(method, signal));
+          }
+        };
+        signal.addEventListener("abort", pending.onAbort, { once: true });
       }
     };
     try {
@@ -408,9 +419,19 @@ export class Peer {
   }
 
   /** Resolves once no handler of ours is running (for graceful shutdown). */
-  whenIdle(): Promise<void> {
-    if (this.#running === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#idle.add(resolve));
+  whenIdle(): Promise<void>;
+  /** …or until `timeout` ms passed: resolves `true` when idle, `false` at the timeout. */
+  whenIdle(timeout: number): Promise<boolean>;
+  whenIdle(timeout?: number): Promise<void | boolean> {
+    const idle =
+      this.#running === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => this.#idle.add(resolve));
+    if (timeout === undefined) return idle;
+    return pTimeout(
+      idle.then(() => true),
+      { milliseconds: timeout, fallback: () => false },
+    );
   }
 
   /** Feeds one received frame's payload (the transport calls it; exposed for tests). */
@@ -503,9 +524,8 @@ export class Peer {
       this.#report(new RpcError(ErrorCodes.TooDeep), { phase: "receive" });
       return;
     }
-    const pending = !hasMethod && id !== null ? this.#pending.get(id) : undefined;
+    const pending = !hasMethod && id !== null ? this.#take(id) : undefined;
     if (pending) {
-      this.#pending.delete(id!);
       pending.reject(
         new ValidationError(
           `Result of "${pending.method}" is nested deeper than ${this.#maxDepth} levels`,
@@ -914,11 +934,21 @@ export class Peer {
       this.#report(error, { phase: "receive", id: null });
       return;
     }
-    const pending = this.#pending.get(id);
+    const pending = this.#take(id);
     if (pending === undefined) return; // late (timed out or cancelled): dropped by design
-    this.#pending.delete(id);
     if ("error" in m && m.error !== undefined) {
-      pending.reject(RpcError.fromJSON(m.error));
+      const error = RpcError.fromJSON(m.error);
+      // The handler gave up at the deadline we sent: for the caller that is its own timeout,
+      // whichever of the two clocks fired first.
+      pending.reject(
+        error.code === ErrorCodes.DeadlineExceeded && pending.timeout > 0
+          ? new TimeoutError(
+              `Call of "${pending.method}" timed out after ${pending.timeout} ms`,
+              pending.timeout,
+              { cause: error },
+            )
+          : error,
+      );
       return;
     }
     const result = m.result;
@@ -974,7 +1004,6 @@ export class Peer {
 
   #send(entry: RemoteEntry, params: unknown, options: CallOptions | undefined): Promise<unknown> {
     const method = entry.name;
-    const result = entry.result;
     if (this.#closed) return Promise.reject(this.#closedError(method));
     const id = this.#idPrefix + (this.#nextId++).toString(36);
     const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
@@ -984,47 +1013,56 @@ export class Peer {
     if (finite) meta = { timeout };
     if (onProgress !== undefined) (meta ??= {}).progress = true;
     try {
-      this.#transport.send(requestText(id, method, params, meta));
+      this.#transport.send(requestText(id, entry.quoted, params, meta));
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
     }
-    const signal = options?.signal;
-    let onAbort: (() => void) | undefined;
-    const progress =
-      onProgress === undefined
-        ? undefined
-        : { check: entry.progress, listener: onProgress as (v: unknown) => void };
-    const promise = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(
+    return new Promise<unknown>((resolve, reject) => {
+      const call = new PendingCall(
         id,
-        progress === undefined
-          ? { method, result, resolve, reject }
-          : { method, result, resolve, reject, progress },
+        method,
+        entry.result,
+        resolve,
+        reject,
+        timeout,
+        this.#expire,
       );
-      if (signal) {
-        onAbort = () => {
-          if (this.#pending.delete(id)) {
+      this.#pending.set(id, call);
+      if (onProgress !== undefined) {
+        call.progress = { check: entry.progress, listener: onProgress as (v: unknown) => void };
+      }
+      if (finite) this.#deadlines.add(timeout, call);
+      const signal = options?.signal;
+      if (signal !== undefined) {
+        call.signal = signal;
+        call.onAbort = () => {
+          if (this.#take(id) !== undefined) {
             this.#sendCancel(id);
             reject(abortError(method, signal));
           }
         };
-        signal.addEventListener("abort", onAbort, { once: true });
+        signal.addEventListener("abort", call.onAbort, { once: true });
       }
     });
-    const guarded = finite
-      ? pTimeout(promise, {
-          milliseconds: timeout,
-          fallback: () => {
-            if (this.#pending.delete(id)) this.#sendCancel(id);
-            throw new TimeoutError(`Call of "${method}" timed out after ${timeout} ms`, timeout);
-          },
-        })
-      : promise;
-    if (onAbort) {
-      const remove = () => signal!.removeEventListener("abort", onAbort!);
-      guarded.then(remove, remove);
-    }
-    return guarded;
+  }
+
+  /** A call's deadline passed: it rejects with `TimeoutError` and the other side is told. */
+  readonly #expire = (call: PendingCall): void => {
+    if (this.#take(call.id) === undefined) return;
+    this.#sendCancel(call.id);
+    call.reject(
+      new TimeoutError(`Call of "${call.method}" timed out after ${call.timeout} ms`, call.timeout),
+    );
+  };
+
+  /** Removes a pending call to settle it: it is then ignored by its deadline and its signal. */
+  #take(id: RequestId): PendingCall | undefined {
+    const call = this.#pending.get(id);
+    if (call === undefined) return undefined;
+    this.#pending.delete(id);
+    call.settled = true;
+    if (call.onAbort !== undefined) call.signal!.removeEventListener("abort", call.onAbort);
+    return call;
   }
 
   #sendCancel(id: RequestId): void {
@@ -1229,9 +1267,12 @@ export class Peer {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeError = error ?? this.#remoteError;
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const call of pending) call.reject(this.#closedError(call.method));
+    const pending = [...this.#pending.keys()];
+    this.#deadlines.clear();
+    for (const id of pending) {
+      const call = this.#take(id)!;
+      call.reject(this.#closedError(call.method));
+    }
     const reason = new ConnectionClosedError("Connection lost", { cause: this.#closeError });
     for (const inbound of this.#handlers) abortInbound(inbound, reason);
     this.#onClose?.(this.#closeError);
@@ -1317,17 +1358,25 @@ function abortInbound(inbound: InboundCall, reason: Error): void {
   wake?.();
 }
 
-/** The JSON text of a request, with ezipc's extension member only when it has content. */
+/**
+ * The JSON text of a request, with ezipc's extension member only when it has content.
+ * Built by hand around `JSON.stringify(params)`: our ids are URL-safe strings and the
+ * method name is encoded once per contract, so only the params need the encoder.
+ */
 function requestText(
-  id: RequestId,
-  method: string,
+  id: string,
+  quotedMethod: string,
   params: unknown,
   meta: RequestMeta | undefined,
 ): string {
-  const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
-  if (params !== undefined) message.params = params;
-  if (meta !== undefined) message.ezipc = meta;
-  return JSON.stringify(message);
+  let text = `{"jsonrpc":"2.0","id":"${id}","method":${quotedMethod}`;
+  if (params !== undefined) {
+    const json = JSON.stringify(params);
+    // JSON.stringify returns undefined for a function or symbol: send no params at all.
+    if (json !== undefined) text += `,"params":${json}`;
+  }
+  if (meta !== undefined) text += `,"ezipc":${JSON.stringify(meta)}`;
+  return `${text}}`;
 }
 
 function abortError(method: string, signal: AbortSignal): AbortError {
@@ -1336,6 +1385,7 @@ function abortError(method: string, signal: AbortSignal): AbortError {
 
 const PING: RemoteEntry = {
   name: "rpc.ping",
+  quoted: '"rpc.ping"',
   kind: "method",
   params: undefined,
   result: undefined,

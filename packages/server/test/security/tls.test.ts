@@ -358,17 +358,17 @@ describe("minimum TLS version", () => {
   }) => {
     const { server, port, errors } = await start(cleanups, { tls: serverTls() });
     const old = await rawTls(cleanups, port, { minVersion: "TLSv1.1", maxVersion: "TLSv1.1" });
-    expect(old.ok).toBe(false);
-    // The server answered with a protocol_version alert (or, where this OpenSSL cannot
-    // even offer 1.1, the client could not start): either way no TLSv1.1 session exists.
-    expect((old as { error: NodeJS.ErrnoException }).error.code).toMatch(
-      /PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE/,
-    );
+    // With security level 0, this Node's OpenSSL (3.0) does offer TLS 1.1 (checked: the
+    // server's own report below is "unsupported protocol"), so the refusal is the server's
+    // protocol_version alert rather than the client failing to start.
+    expect(old).toMatchObject({
+      ok: false,
+      error: { code: "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION" },
+    });
+    await errors.next((e) => /UNSUPPORTED_PROTOCOL|unsupported protocol/.test(describeChain(e)));
     expect(server.connections).toHaveLength(0);
     const tls12 = await rawTls(cleanups, port, { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" });
     expect(tls12).toStrictEqual({ ok: true, protocol: "TLSv1.2" });
-    // The server reported the refused handshake locally.
-    await errors.next((e) => /version|protocol/i.test(describeChain(e)));
   });
 
   it("minVersion TLSv1.3 refuses a TLSv1.2 client; the ezipc client (TLS 1.3) gets in", async ({
@@ -376,8 +376,10 @@ describe("minimum TLS version", () => {
   }) => {
     const { server, port } = await start(cleanups, { tls: serverTls({ minVersion: "TLSv1.3" }) });
     const old = await rawTls(cleanups, port, { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" });
-    expect(old.ok).toBe(false);
-    expect((old as { error: NodeJS.ErrnoException }).error.code).toMatch(/PROTOCOL_VERSION/);
+    expect(old).toMatchObject({
+      ok: false,
+      error: { code: "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION" },
+    });
     const client = await connect(contract, server.address, { tls: { ca: certs.ca.certPath } });
     cleanups.add(client, (c) => c.close());
     expect(await client.call("echo", { text: "1.3" })).toBe("1.3");

@@ -1,0 +1,12 @@
+import { createServer } from "ezipc";
+import { expectTypeOf } from "vitest";
+import { z } from "zod";
+import { defineContract, method } from "./contract.js";
+import type { Handlers, HandlerContext } from "./types.js";
+const app = defineContract({ server: { status: method({ result: z.string() }) } });
+type S = typeof app.server;
+type H = Handlers<S>["status"];
+declare const h: H;
+expectTypeOf<Parameters<H>[1]>().toEqualTypeOf<HandlerContext<{}, never>>();
+const f = (ctx: HandlerContext<{}, never>) => ctx.progress({ pct: 1 });
+createServer(app, { status: (_p, ctx) => { ctx.progress({ pct: 1 }); const x: number = ctx; return "s"; } });
