@@ -12,6 +12,7 @@ import type {
   InferHandlerItem,
   InferHandlerProgress,
   InferItem,
+  InferParams,
   InferProgress,
   MethodNames,
   NotificationNames,
@@ -96,8 +97,8 @@ describe("names and inferred types", () => {
       pct: number;
       step: string;
     }>();
-    expectTypeOf<InferProgress<S, "status">>().toEqualTypeOf<never>();
-    expectTypeOf<InferHandlerProgress<S, "status">>().toEqualTypeOf<never>();
+    expectTypeOf<InferProgress<S, "status">>().toBeNever();
+    expectTypeOf<InferHandlerProgress<S, "status">>().toBeNever();
   });
 
   test("stream params are optional exactly when the schema allows it", () => {
@@ -106,6 +107,9 @@ describe("names and inferred types", () => {
     >();
     expectTypeOf<[]>().toExtend<StreamArgs<S, "numbers">>();
     expectTypeOf<[]>().not.toExtend<StreamArgs<S, "events">>();
+    // A stream declared without params takes none, as a method without params does.
+    expectTypeOf<InferParams<S, "numbers">>().toEqualTypeOf<undefined>();
+    expectTypeOf<Parameters<Handlers<S, C>["numbers"]>[0]>().toEqualTypeOf<undefined>();
   });
 });
 
@@ -136,6 +140,8 @@ describe("a client's streams and progress", () => {
       await client.call("events", { since: "2025-01-01T00:00:00Z" });
       // @ts-expect-error lines is on the client half: the server does not serve it
       client.stream("lines", { file: "a" });
+      // @ts-expect-error numbers takes no params
+      client.stream("numbers", { n: 1 });
       // @ts-expect-error window is a number
       client.stream("numbers", undefined, { window: "8" });
       // @ts-expect-error items are numbers, not strings
@@ -168,7 +174,7 @@ describe("a client's streams and progress", () => {
       // A method without progress offers a listener that can receive nothing.
       expectTypeOf<
         NonNullable<CallOptions<InferProgress<S, "status">>["onProgress"]>
-      >().parameter(0).toEqualTypeOf<never>();
+      >().parameter(0).toBeNever();
     };
     expectTypeOf(typeOnly).toBeFunction();
   });
@@ -277,7 +283,7 @@ describe("a server's two-way handlers", () => {
     expectTypeOf<BuildCtx["progress"]>()
       .parameter(0)
       .toEqualTypeOf<{ pct: number; step: string }>();
-    expectTypeOf<StatusCtx["progress"]>().parameter(0).toEqualTypeOf<never>();
+    expectTypeOf<StatusCtx["progress"]>().parameter(0).toBeNever();
     expectTypeOf<BuildCtx["deadline"]>().toEqualTypeOf<number | undefined>();
 
     const typeOnly = () =>

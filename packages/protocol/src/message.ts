@@ -28,6 +28,9 @@ export function isValidId(id: unknown): id is RequestId {
 export function deeperThan(value: unknown, max: number): boolean {
   if (typeof value !== "object" || value === null) return false;
   if (max <= 0) return true;
+  // Recursion bounded by a small limit cannot overflow the stack and allocates nothing:
+  // the common case. Larger limits take the iterative walk.
+  if (max <= 256) return deeperRecursive(value, max);
   const values: object[] = [value];
   const depths: number[] = [1];
   while (values.length > 0) {
@@ -42,6 +45,23 @@ export function deeperThan(value: unknown, max: number): boolean {
         depths.push(depth + 1);
       }
     }
+  }
+  return false;
+}
+
+function deeperRecursive(value: object, max: number): boolean {
+  if (max === 0) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const child: unknown = value[i];
+      if (typeof child === "object" && child !== null && deeperRecursive(child, max - 1))
+        return true;
+    }
+    return false;
+  }
+  for (const key in value) {
+    const child: unknown = (value as Record<string, unknown>)[key];
+    if (typeof child === "object" && child !== null && deeperRecursive(child, max - 1)) return true;
   }
   return false;
 }

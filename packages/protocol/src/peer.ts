@@ -139,18 +139,8 @@ interface RequestMeta {
   credit?: number;
 }
 
-interface InboundCall {
-  controller: AbortController | undefined;
-  reason: Error | undefined;
-  /** Absolute deadline (Date.now() clock) from the request's meta. */
-  deadline: number | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  /** The caller listens for progress. */
-  progress: boolean;
-  /** Stream credit left, and the producer waiting for more. */
-  credit: number;
-  wake: (() => void) | undefined;
-}
+/** What the peer tracks of a running handler: its context (see {@link Context}). */
+type InboundCall = Context;
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -438,7 +428,11 @@ export class Peer {
   receive(payload: Uint8Array): void {
     let message: unknown;
     try {
-      message = JSON.parse(textDecoder.decode(payload));
+      message = JSON.parse(
+        this.#transport.decodeText
+          ? this.#transport.decodeText(payload)
+          : textDecoder.decode(payload),
+      );
     } catch (error) {
       if (startsWith(payload, CHALLENGE)) {
         // The other side opened an authentication handshake we were not configured for.
@@ -800,41 +794,39 @@ export class Peer {
     id: RequestId | undefined,
     meta: unknown,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
-    const m = (typeof meta === "object" && meta !== null ? meta : {}) as RequestMeta;
-    const timeout = m.timeout;
-    const inbound: InboundCall = {
-      controller: undefined,
-      // A handler starting after the connection was lost (its async checks outlived it)
-      // starts with its signal already aborted.
-      reason: this.#closed ? new ConnectionClosedError("Connection lost") : undefined,
-      deadline:
-        typeof timeout === "number" && timeout > 0 && Number.isFinite(timeout)
-          ? Date.now() + timeout
-          : undefined,
-      timer: undefined,
-      progress: m.progress === true && id !== undefined,
-      credit: typeof m.credit === "number" && m.credit > 0 ? Math.floor(m.credit) : 0,
-      wake: undefined,
-    };
-    const ctx = new Context(this, this.#connection, entry, id, inbound);
-    if (entry.kind === "stream" && id !== undefined)
-      return this.#produce(entry, params, id, inbound, ctx);
-    if (id !== undefined) this.#inbound.set(id, inbound);
-    this.#handlers.add(inbound);
+    const ctx = new Context(this, this.#connection, entry, id);
+    if (meta !== undefined && typeof meta === "object" && meta !== null) {
+      const m = meta as RequestMeta;
+      const timeout = m.timeout;
+      if (typeof timeout === "number" && timeout > 0 && Number.isFinite(timeout)) {
+        ctx.deadline = Date.now() + timeout;
+      }
+      ctx.wantsProgress = m.progress === true && id !== undefined;
+      if (typeof m.credit === "number" && m.credit > 0) ctx.credit = Math.floor(m.credit);
+    }
+    // A handler starting after the connection was lost (its async checks outlived it)
+    // starts with its signal already aborted.
+    if (this.#closed) ctx.reason = new ConnectionClosedError("Connection lost");
+    if (entry.kind === "stream" && id !== undefined) return this.#produce(entry, params, id, ctx);
     this.#running++;
     let value: unknown;
     try {
       value = entry.handler(params, ctx);
     } catch (error) {
-      return this.#finish(entry, id, inbound, undefined, error, true);
+      return this.#finish(entry, id, ctx, undefined, error, true);
     }
     if (isThenable(value)) {
+      // Only a handler that outlives this tick can be cancelled or cut off by a lost
+      // connection, so only then is it registered (sync handlers cost no map entries).
+      ctx.registered = true;
+      if (id !== undefined) this.#inbound.set(id, ctx);
+      this.#handlers.add(ctx);
       return Promise.resolve(value).then(
-        (v) => this.#finish(entry, id, inbound, v, undefined, false),
-        (error: unknown) => this.#finish(entry, id, inbound, undefined, error, true),
+        (v) => this.#finish(entry, id, ctx, v, undefined, false),
+        (error: unknown) => this.#finish(entry, id, ctx, undefined, error, true),
       );
     }
-    return this.#finish(entry, id, inbound, value, undefined, false);
+    return this.#finish(entry, id, ctx, value, undefined, false);
   }
 
   #finish(
@@ -846,9 +838,11 @@ export class Peer {
     failed: boolean,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
     this.#running--;
-    this.#handlers.delete(inbound);
+    if (inbound.registered) {
+      this.#handlers.delete(inbound);
+      if (id !== undefined) this.#inbound.delete(id);
+    }
     if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-    if (id !== undefined) this.#inbound.delete(id);
     if (this.#running === 0 && this.#idle.size > 0) {
       for (const resolve of this.#idle) resolve();
       this.#idle.clear();
@@ -1086,7 +1080,7 @@ export class Peer {
     inbound: InboundCall,
     value: unknown,
   ): void {
-    if (!inbound.progress || id === undefined || this.#closed || inbound.reason !== undefined)
+    if (!inbound.wantsProgress || id === undefined || this.#closed || inbound.reason !== undefined)
       return;
     const send = (v: unknown) => this.#sendNotification("rpc.progress", { id, value: v });
     if (entry.progress === undefined || !this.#validate) {
@@ -1123,8 +1117,9 @@ export class Peer {
     params: unknown,
     id: RequestId,
     inbound: InboundCall,
-    ctx: Context,
   ): Promise<ResponseMessage | undefined> {
+    const ctx = inbound;
+    inbound.registered = true;
     this.#inbound.set(id, inbound);
     this.#handlers.add(inbound);
     this.#running++;
@@ -1288,26 +1283,42 @@ export class Peer {
   }
 }
 
-/** The `ctx` of one handler call; its `signal` is created only when a handler reads it. */
+/**
+ * The `ctx` of one handler call, and all the peer tracks of it while it runs. Its `signal`
+ * (and the deadline's timer) exist only once a handler reads it.
+ */
 class Context implements HandlerContext<any, any> {
-  readonly #inbound: InboundCall;
-  readonly #entry: LocalEntry;
   readonly #peer: Peer;
+  readonly #entry: LocalEntry;
   readonly connection: ConnectionInfo;
   readonly id: RequestId | undefined;
+  /** When the caller stops waiting (Date.now() clock), from the request's `ezipc.timeout`. */
+  deadline: number | undefined = undefined;
+  /** @internal the abort controller, created when `signal` is first read */
+  controller: AbortController | undefined = undefined;
+  /** @internal why the call was aborted, once it was */
+  reason: Error | undefined = undefined;
+  /** @internal the deadline's timer, armed when `signal` is first read */
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** @internal the caller listens for progress */
+  wantsProgress = false;
+  /** @internal stream credit left */
+  credit = 0;
+  /** @internal the stream producer waiting for credit */
+  wake: (() => void) | undefined = undefined;
+  /** @internal in the peer's maps of running handlers */
+  registered = false;
 
   constructor(
     peer: Peer,
     connection: ConnectionInfo,
     entry: LocalEntry,
     id: RequestId | undefined,
-    inbound: InboundCall,
   ) {
     this.#peer = peer;
     this.connection = connection;
     this.#entry = entry;
     this.id = id;
-    this.#inbound = inbound;
   }
 
   get peer(): RemoteApi<any> {
@@ -1318,33 +1329,28 @@ class Context implements HandlerContext<any, any> {
     return this.#entry.name;
   }
 
-  get deadline(): number | undefined {
-    return this.#inbound.deadline;
-  }
-
   get signal(): AbortSignal {
-    const inbound = this.#inbound;
-    if (inbound.controller === undefined) {
+    if (this.controller === undefined) {
       const controller = new AbortController();
-      inbound.controller = controller;
-      if (inbound.reason !== undefined) controller.abort(inbound.reason);
-      else if (inbound.deadline !== undefined) {
+      this.controller = controller;
+      if (this.reason !== undefined) controller.abort(this.reason);
+      else if (this.deadline !== undefined) {
         // The deadline timer exists only once someone can observe it: a handler that never
         // reads ctx.signal costs no timer.
-        inbound.timer = setTimeout(
+        this.timer = setTimeout(
           () => {
-            inbound.timer = undefined;
-            abortInbound(inbound, new RpcError(ErrorCodes.DeadlineExceeded, "Deadline exceeded"));
+            this.timer = undefined;
+            abortInbound(this, new RpcError(ErrorCodes.DeadlineExceeded, "Deadline exceeded"));
           },
-          Math.max(0, inbound.deadline - Date.now()),
+          Math.max(0, this.deadline - Date.now()),
         );
       }
     }
-    return inbound.controller.signal;
+    return this.controller.signal;
   }
 
   progress(value: unknown): void {
-    this.#peer.sendProgress(this.#entry, this.id, this.#inbound, value);
+    this.#peer.sendProgress(this.#entry, this.id, this, value);
   }
 }
 

@@ -32,6 +32,11 @@ export interface Transport {
    * unauthenticated peer cannot make us buffer much; it is raised again afterwards.
    */
   maxFrameBytes: number;
+  /**
+   * Decodes a frame's payload as UTF-8, throwing `TypeError` when it is not valid UTF-8.
+   * Optional: a runtime with a faster decoder than `TextDecoder` provides it.
+   */
+  decodeText?(payload: Uint8Array): string;
 }
 
 /** The callbacks a transport delivers to its owner. */

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import type { Duplex } from "node:stream";
 import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "@ezipc/contract";
 import {
@@ -194,6 +195,16 @@ export class SocketTransport implements Transport {
       this.#flushScheduled = true;
       process.nextTick(this.#flush);
     }
+  }
+
+  decodeText(payload: Uint8Array): string {
+    const bytes = Buffer.isBuffer(payload)
+      ? payload
+      : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+    const text = bytes.toString("utf8");
+    // Node decodes invalid sequences to U+FFFD; only then is a full validation needed.
+    if (text.includes("\uFFFD") && !isUtf8(bytes)) throw new TypeError("Frame is not valid UTF-8");
+    return text;
   }
 
   flushed(): Promise<void> {
