@@ -1,14 +1,13 @@
 import { EventEmitter } from "node:events";
-import { createConnection, isIP, type Socket } from "node:net";
-import { TLSSocket, connect as tlsConnect } from "node:tls";
 import {
-  AuthenticationError,
+  AbortError,
   type CallArgs,
   type CallOptions,
   ConnectionClosedError,
   type ConnectionInfo,
   type Contract,
   type ContractSide,
+  ErrorCodes,
   type Handlers,
   type InferItem,
   type InferResult,
@@ -16,31 +15,76 @@ import {
   type NotificationNames,
   type NotifyArgs,
   type RemoteApi,
+  RpcError,
   type StreamArgs,
   type StreamNames,
+  type StreamOptions,
   TimeoutError,
+  ValidationError,
 } from "@ezipc/contract";
 import {
   createDispatchTable,
   createRemoteTable,
-  DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_TIMEOUT,
+  type DispatchTable,
   type ErrorReport,
   Peer,
+  type RemoteTable,
 } from "@ezipc/protocol";
 import {
+  type Address,
   type AuthOptions,
-  authenticate,
-  DEFAULT_HANDSHAKE_TIMEOUT,
   formatAddress,
-  nodeTlsOptions,
   parseAddress,
-  peerCertificateOf,
-  SocketTransport,
+  type SocketTransport,
   type TlsOptions,
 } from "@ezipc/protocol/node";
+import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.js";
+import { type Dialed, dial, isPermanentFailure } from "./dial.js";
+import {
+  DEFAULT_HEARTBEAT_INTERVAL,
+  DEFAULT_HEARTBEAT_TIMEOUT,
+  Heartbeat,
+  type HeartbeatOptions,
+} from "./heartbeat.js";
 
-/** The default deadline for establishing a connection: 10 s. */
-export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+export { DEFAULT_CONNECT_TIMEOUT } from "./dial.js";
+
+/** The default most calls, notifications and streams that wait for a connection: 10,000. */
+export const DEFAULT_MAX_QUEUED_CALLS = 10_000;
+
+/**
+ * How a client reconnects after losing its connection. Delays follow gRPC's
+ * connection-backoff: see docs/reliability.md.
+ */
+export interface ReconnectOptions extends BackoffOptions {
+  /**
+   * Consecutive failed attempts after which the client gives up and closes; `Infinity`
+   * tries for as long as the client is open (gRPC's behaviour).
+   * @default Infinity
+   */
+  maxAttempts?: number;
+  /**
+   * While disconnected, calls (and notifications, streams) wait for the connection up to
+   * their own timeout; `false` makes them fail at once with `ConnectionClosedError`
+   * (gRPC's "fail fast").
+   * @default true
+   */
+  waitForConnection?: boolean;
+  /**
+   * Most calls, notifications and streams waiting for a connection; past it new ones
+   * fail at once with `ConnectionClosedError`.
+   * @default 10_000
+   */
+  maxQueuedCalls?: number;
+  /**
+   * How many times a call of a method the contract marks `idempotent: true` is sent again
+   * when the connection was lost while it was in flight (its outcome is unknown). `0`
+   * never resends: the call rejects with `ConnectionClosedError`, like every other method.
+   * @default 0
+   */
+  idempotentRetries?: number;
+}
 
 /** Options of {@link connect} that do not depend on the contract. */
 export interface BaseConnectOptions extends AuthOptions {
@@ -51,8 +95,24 @@ export interface BaseConnectOptions extends AuthOptions {
   tls?: TlsOptions;
   /** Default timeout of each call, in ms; `Infinity` or `0` waits forever. @default 30_000 */
   timeout?: number;
-  /** Deadline for the connection to be established, in ms. @default 10_000 */
+  /** Deadline for the connection to be established, in ms (each attempt). @default 10_000 */
   connectTimeout?: number;
+  /**
+   * Reconnect after the connection is lost unexpectedly or the server sends `rpc.goaway`:
+   * `true` for the defaults, or the backoff and queueing to use. Off by default: a lost
+   * connection closes the client, and later calls fail at once (see docs/reliability.md
+   * for why). The first connection is never retried: `connect()` rejects when nobody is
+   * listening.
+   * @default false
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /**
+   * Detect a silent server: after `interval` ms without receiving a byte, send `rpc.ping`;
+   * with no answer within `timeout` ms the connection is declared dead (pending calls
+   * reject, reconnecting starts). `false` turns it off.
+   * @default { interval: 15_000, timeout: 20_000 }
+   */
+  heartbeat?: HeartbeatOptions | false;
   /**
    * Validate params before sending and results on arrival.
    * @default true
@@ -88,43 +148,164 @@ export type ConnectOptions<
     ? { handlers?: Handlers<TClient, TServer> }
     : { handlers: Handlers<TClient, TServer> });
 
+/**
+ * Where a {@link Client} stands: `connecting` (an attempt is under way), `connected`
+ * (calls go out at once), `reconnecting` (the connection was lost or the server is going
+ * away; the next attempt is scheduled), `closed` (for good).
+ */
+export type ClientState = "connecting" | "connected" | "reconnecting" | "closed";
+
+/** What the `reconnecting` event tells about the attempt it schedules. */
+export interface ReconnectAttempt {
+  /** 1 for the first attempt after a connection was lost, then 2, 3, … */
+  readonly attempt: number;
+  /** Milliseconds until the attempt starts (0: at once). */
+  readonly delay: number;
+  /** Why: the previous attempt's failure, or what ended the connection. */
+  readonly error: Error | undefined;
+}
+
 /** Events of a {@link Client}. */
 export interface ClientEvents {
-  /** The connection closed; `error` says why when it did not close on request. */
+  /** The state changed. */
+  state: [state: ClientState, previous: ClientState];
+  /** A connection was established (the first one, and each reconnection). */
+  connect: [connection: ConnectionInfo];
+  /** A connection ended; `error` says why when it did not close on request. */
+  disconnect: [error: Error | undefined];
+  /** The server announced it is going away (`rpc.goaway`); no new calls go to it. */
+  goaway: [reason: string | undefined];
+  /** An attempt to reconnect is scheduled. */
+  reconnecting: [attempt: ReconnectAttempt];
+  /**
+   * The client closed for good: `close()` was called (no error), or the connection was
+   * lost without reconnect, or reconnecting stopped (an authentication failure,
+   * `maxAttempts`): `error` says why.
+   */
   close: [error: Error | undefined];
+}
+
+/** One connection of a client, from its establishment to its close. */
+class Link {
+  peer!: Peer;
+  heartbeat: Heartbeat | undefined;
+  readonly transport: SocketTransport;
+  readonly since = Date.now();
+  /** Whether the peer was built and the client took the link over. */
+  adopted = false;
+  /** The close that arrived before the link was adopted. */
+  early: { error: Error | undefined } | undefined;
+  lost = false;
+
+  constructor(transport: SocketTransport) {
+    this.transport = transport;
+  }
+}
+
+/** A call, notification or stream waiting for a connection. */
+interface Waiter {
+  readonly method: string;
+  resolve(link: Link): void;
+  reject(error: Error): void;
+}
+
+interface Settings {
+  readonly address: Address;
+  readonly where: string;
+  readonly options: BaseConnectOptions;
+  readonly local: DispatchTable;
+  readonly remote: RemoteTable;
+  readonly idempotent: ReadonlySet<string>;
 }
 
 /**
  * A connection to an ezipc server, with typed `call` and `notify` for the contract's
- * `server` half. Create it with {@link connect}.
+ * `server` half. Create it with {@link connect}. With `reconnect` it survives the loss of
+ * its connection: see {@link ClientState} and docs/reliability.md.
  */
 export class Client<TServer extends ContractSide>
   extends EventEmitter<ClientEvents>
   implements RemoteApi<TServer>
 {
-  readonly #peer: Peer;
+  readonly #settings: Settings;
+  readonly #timeout: number;
+  readonly #reconnect: Required<Omit<ReconnectOptions, keyof BackoffOptions>> | undefined;
+  readonly #initialDelay: number;
+  readonly #backoff: Backoff;
+  readonly #heartbeat: Required<HeartbeatOptions> | undefined;
+  /** The link new calls go to: connected and not going away. */
+  #link: Link | undefined;
+  /** The most recent link, for `connection` and the errors of a closed client. */
+  #last: Link | undefined;
+  /** Every link still open, the current one and those draining after a goaway. */
+  readonly #links = new Set<Link>();
+  readonly #waiters = new Set<Waiter>();
+  #state: ClientState = "connecting";
+  #attempts = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #dialing: AbortController | undefined;
+  /** Why the client closed, when it was not asked to. */
+  #failure: Error | undefined;
+  /** Set (without reconnect) once the server sent goaway: new calls are refused with it. */
+  #refusal: RpcError | undefined;
+  #closeError: Error | undefined;
+  #closeRequested = false;
+  #finished = false;
   readonly #closed: Promise<void>;
+  #resolveClosed!: () => void;
 
   /** @internal use {@link connect} */
-  constructor(peer: Peer, closed: Promise<void>) {
+  constructor(settings: Settings) {
     super();
-    this.#peer = peer;
-    this.#closed = closed;
+    this.#settings = settings;
+    const options = settings.options;
+    const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+    this.#timeout = timeout > 0 ? timeout : Number.POSITIVE_INFINITY;
+    const reconnect =
+      options.reconnect === true ? {} : options.reconnect === false ? undefined : options.reconnect;
+    this.#reconnect =
+      reconnect === undefined
+        ? undefined
+        : {
+            maxAttempts: reconnect.maxAttempts ?? Number.POSITIVE_INFINITY,
+            waitForConnection: reconnect.waitForConnection ?? true,
+            maxQueuedCalls: reconnect.maxQueuedCalls ?? DEFAULT_MAX_QUEUED_CALLS,
+            idempotentRetries: Math.max(0, reconnect.idempotentRetries ?? 0),
+          };
+    this.#backoff = new Backoff(reconnect ?? {});
+    this.#initialDelay = reconnect?.initialDelay ?? DEFAULT_BACKOFF.initialDelay;
+    this.#heartbeat =
+      options.heartbeat === false
+        ? undefined
+        : {
+            interval: options.heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
+            timeout: options.heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+          };
+    this.#closed = new Promise<void>((resolve) => {
+      this.#resolveClosed = resolve;
+    });
   }
 
-  /** Facts about this connection (id, transport, remote address). */
+  /** Facts about the current connection (or the last one, while there is none). */
   get connection(): ConnectionInfo {
-    return this.#peer.connection;
+    return (this.#link ?? this.#last)!.peer.connection;
   }
 
-  /** Calls awaiting their result. */
+  /** Where the client stands: `connecting`, `connected`, `reconnecting` or `closed`. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** Calls awaiting their result, including those waiting for a connection. */
   get pendingCount(): number {
-    return this.#peer.pendingCount;
+    let count = this.#waiters.size;
+    for (const link of this.#links) count += link.peer.pendingCount;
+    return count;
   }
 
-  /** Whether the connection is gone. */
+  /** Whether the client is closed for good (it will not reconnect). */
   get closed(): boolean {
-    return this.#peer.closed;
+    return this.#state === "closed";
   }
 
   /**
@@ -132,7 +313,8 @@ export class Client<TServer extends ContractSide>
    *
    * Rejects with `ValidationError` (params do not match the contract: nothing was sent;
    * or the result does not), `RpcError` (the server answered with an error),
-   * `TimeoutError`, `AbortError` or `ConnectionClosedError`.
+   * `TimeoutError`, `AbortError` or `ConnectionClosedError`. A call is sent at most once;
+   * while reconnecting it waits for the connection within its timeout.
    *
    * @example
    * const { written } = await client.call("write", { filename: "a.txt", content: "hi" }, { timeout: 5_000 });
@@ -141,15 +323,19 @@ export class Client<TServer extends ContractSide>
     method: K,
     ...args: CallArgs<TServer, K>
   ): Promise<InferResult<TServer, K>> {
-    return this.#peer.call(method, args[0], args[1] as CallOptions | undefined) as Promise<
-      InferResult<TServer, K>
-    >;
+    const link = this.#link;
+    const options = args[1] as CallOptions | undefined;
+    if (link !== undefined && !this.#retries(method)) {
+      return link.peer.call(method, args[0], options) as Promise<InferResult<TServer, K>>;
+    }
+    return this.#callSlowly(method, args[0], options) as Promise<InferResult<TServer, K>>;
   }
 
   /**
    * Opens a server stream; iterate it with `for await`. Items are validated; a slow loop
    * makes the server's generator wait (flow control). Leaving the loop early stops the
-   * generator and runs its `finally`.
+   * generator and runs its `finally`. A stream is not resumed after a lost connection:
+   * its loop throws `ConnectionClosedError`.
    *
    * @example
    * for await (const row of client.stream("rows", { table: "users" })) console.log(row);
@@ -158,23 +344,41 @@ export class Client<TServer extends ContractSide>
     method: K,
     ...args: StreamArgs<TServer, K>
   ): AsyncIterable<InferItem<TServer, K>> {
-    return this.#peer.stream(method, args[0], args[1]) as AsyncIterable<InferItem<TServer, K>>;
+    const params = args[0];
+    const options = args[1] as StreamOptions | undefined;
+    return {
+      [Symbol.asyncIterator]: () => {
+        const link = this.#link;
+        if (link !== undefined) {
+          return link.peer.stream(method, params, options)[Symbol.asyncIterator]();
+        }
+        return this.#deferredStream(method, params, options);
+      },
+    } as AsyncIterable<InferItem<TServer, K>>;
   }
 
-  /** Sends a notification; resolves once it was written to the socket. */
+  /**
+   * Sends a notification; resolves once it was written to the socket. While reconnecting
+   * it waits for the connection up to the client's `timeout`.
+   */
   notify<K extends NotificationNames<TServer>>(
     method: K,
     ...args: NotifyArgs<TServer, K>
   ): Promise<void> {
-    return this.#peer.notify(method, args[0]);
+    const link = this.#link;
+    if (link !== undefined) return link.peer.notify(method, args[0]);
+    return this.#notifySlowly(method, args[0]);
   }
 
   /**
-   * Closes the connection after writing what is queued; pending calls reject with
-   * `ConnectionClosedError`. Resolves once the socket is closed.
+   * Closes the client: stops reconnecting, writes what is queued on the connection (queued
+   * notifications included), then closes it. Pending calls reject with
+   * `ConnectionClosedError`, and so do calls still waiting for a connection. Resolves once
+   * the socket is closed.
    */
   close(): Promise<void> {
-    this.#peer.close();
+    if (this.#state !== "closed") this.#closeRequested = true;
+    this.#terminate(undefined, undefined);
     return this.#closed;
   }
 
@@ -182,13 +386,427 @@ export class Client<TServer extends ContractSide>
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+
+  /** @internal the first connection: rejects when it cannot be established. */
+  async open(): Promise<void> {
+    const controller = new AbortController();
+    this.#dialing = controller;
+    let dialed: Dialed;
+    try {
+      dialed = await dial(
+        this.#settings.address,
+        this.#settings.where,
+        this.#settings.options,
+        controller.signal,
+      );
+    } finally {
+      this.#dialing = undefined;
+    }
+    this.#attach(dialed);
+  }
+
+  #retries(method: string): boolean {
+    return (
+      this.#reconnect !== undefined &&
+      this.#reconnect.idempotentRetries > 0 &&
+      this.#settings.idempotent.has(method)
+    );
+  }
+
+  async #callSlowly(
+    method: string,
+    params: unknown,
+    options: CallOptions | undefined,
+  ): Promise<unknown> {
+    const entry = this.#settings.remote.get(method);
+    if (entry === undefined || entry.kind !== "method") {
+      throw new TypeError(`"${method}" is not a method of the other side's contract`);
+    }
+    const timeout = effectiveTimeout(options?.timeout, this.#timeout);
+    const deadline = Date.now() + timeout;
+    let retries = this.#retries(method) ? this.#reconnect!.idempotentRetries : 0;
+    for (;;) {
+      const link =
+        this.#link ?? (await this.#waitForLink("Call", method, params, timeout, options?.signal));
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw timedOut("Call", method, timeout, this.#settings.where);
+      try {
+        return await link.peer.call(
+          method,
+          params,
+          timeout === Number.POSITIVE_INFINITY ? options : { ...options, timeout: remaining },
+        );
+      } catch (error) {
+        // In flight when the connection was lost: the server may or may not have run it.
+        // Only a method the contract declares idempotent may be sent again.
+        if (
+          !(error instanceof ConnectionClosedError) ||
+          retries-- <= 0 ||
+          this.#state === "closed"
+        ) {
+          throw error;
+        }
+      }
+    }
+  }
+
+  async #notifySlowly(method: string, params: unknown): Promise<void> {
+    const entry = this.#settings.remote.get(method);
+    if (entry === undefined || entry.kind !== "notification") {
+      throw new TypeError(`"${method}" is not a notification of the other side's contract`);
+    }
+    const link = await this.#waitForLink("Notification", method, params, this.#timeout);
+    return link.peer.notify(method, params);
+  }
+
+  #deferredStream(
+    method: string,
+    params: unknown,
+    options: StreamOptions | undefined,
+  ): AsyncIterator<unknown> {
+    const timeout = effectiveTimeout(options?.timeout, Number.POSITIVE_INFINITY);
+    const deadline = Date.now() + timeout;
+    let inner: AsyncIterator<unknown> | undefined;
+    let opening: Promise<AsyncIterator<unknown>> | undefined;
+    let returned = false;
+    const open = () => {
+      const entry = this.#settings.remote.get(method);
+      if (entry === undefined || entry.kind !== "stream") {
+        return Promise.reject(
+          new TypeError(`"${method}" is not a stream of the other side's contract`),
+        );
+      }
+      opening ??= this.#waitForLink("Stream", method, params, timeout, options?.signal).then(
+        (link) => {
+          const remaining = deadline - Date.now();
+          if (remaining <= 0) throw timedOut("Stream", method, timeout, this.#settings.where);
+          const rest =
+            timeout === Number.POSITIVE_INFINITY ? options : { ...options, timeout: remaining };
+          inner = link.peer.stream(method, params, rest)[Symbol.asyncIterator]();
+          return inner;
+        },
+      );
+      return opening;
+    };
+    return {
+      next: () => {
+        if (returned) return Promise.resolve({ value: undefined, done: true });
+        return inner !== undefined ? inner.next() : open().then((it) => it.next());
+      },
+      return: async (value?: unknown) => {
+        returned = true;
+        if (inner?.return !== undefined) return inner.return(value);
+        return { value: undefined, done: true };
+      },
+    };
+  }
+
+  /**
+   * Resolves with the next usable connection, within `timeout` ms; rejects at once when
+   * the client is closed, does not reconnect, fails fast, or has too many waiting.
+   */
+  #waitForLink(
+    kind: "Call" | "Notification" | "Stream",
+    method: string,
+    params: unknown,
+    timeout: number,
+    signal?: AbortSignal,
+  ): Promise<Link> {
+    const where = this.#settings.where;
+    const failure = this.#unavailable(method);
+    if (failure !== undefined) return Promise.reject(failure);
+    if (signal?.aborted) return Promise.reject(aborted(kind, method, signal));
+    const invalid = this.#checkParams(method, params);
+    if (invalid !== undefined) return Promise.reject(invalid);
+    const reconnect = this.#reconnect!;
+    if (!reconnect.waitForConnection) {
+      return Promise.reject(
+        new ConnectionClosedError(
+          `${kind} "${method}" not sent: not connected to ${where} (${this.#state}; waitForConnection is false)`,
+        ),
+      );
+    }
+    if (this.#waiters.size >= reconnect.maxQueuedCalls) {
+      return Promise.reject(
+        new ConnectionClosedError(
+          `${kind} "${method}" not sent: not connected to ${where} and ${reconnect.maxQueuedCalls} ` +
+            "calls already wait for the connection (maxQueuedCalls)",
+        ),
+      );
+    }
+    return new Promise<Link>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => {
+        done();
+        reject(aborted(kind, method, signal!));
+      };
+      const done = () => {
+        this.#waiters.delete(waiter);
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const waiter: Waiter = {
+        method,
+        resolve: (link) => {
+          done();
+          resolve(link);
+        },
+        reject: (error) => {
+          done();
+          reject(error);
+        },
+      };
+      this.#waiters.add(waiter);
+      if (timeout !== Number.POSITIVE_INFINITY) {
+        timer = setTimeout(() => {
+          done();
+          reject(timedOut(kind, method, timeout, where));
+        }, timeout);
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Why a call cannot wait for a connection, if it cannot. */
+  #unavailable(method: string): Error | undefined {
+    if (this.#state === "closed") return this.#closedError(method);
+    if (this.#reconnect === undefined) {
+      // Without reconnect the only way to be disconnected yet open is a goaway.
+      return (
+        this.#refusal ??
+        new ConnectionClosedError(`Not connected: "${method}" was not sent`, {
+          cause: this.#closeError,
+        })
+      );
+    }
+    return undefined;
+  }
+
+  /** Validates params before a call waits, so a bad call fails now rather than at its timeout. */
+  #checkParams(method: string, params: unknown): ValidationError | undefined {
+    if (this.#settings.options.validate === false) return undefined;
+    const schema = this.#settings.remote.get(method)?.params;
+    if (schema === undefined) return undefined;
+    const checked = schema.check(params);
+    // An async schema is checked when the call is sent.
+    if (checked instanceof Promise || checked.success) return undefined;
+    return new ValidationError(
+      `Params of "${method}" do not match the contract`,
+      checked.issues,
+      "params",
+    );
+  }
+
+  #closedError(method: string): Error {
+    if (this.#failure !== undefined) {
+      return new ConnectionClosedError(
+        `"${method}" not sent: the client stopped reconnecting to ${this.#settings.where}: ${this.#failure.message}`,
+        { cause: this.#failure },
+      );
+    }
+    return new ConnectionClosedError(`"${method}" not sent: the client is closed`, {
+      cause: this.#closeError,
+    });
+  }
+
+  #setState(state: ClientState): void {
+    const previous = this.#state;
+    if (previous === state) return;
+    this.#state = state;
+    this.emit("state", state, previous);
+  }
+
+  /** Builds the peer of a new connection and makes it the one calls go to. */
+  #attach(dialed: Dialed): void {
+    const options = this.#settings.options;
+    const link = new Link(dialed.transport);
+    link.peer = new Peer({
+      transport: dialed.transport,
+      local: this.#settings.local,
+      remote: this.#settings.remote,
+      connection: dialed.connection,
+      validate: options.validate ?? true,
+      ...(options.timeout !== undefined && { timeout: options.timeout }),
+      ...(options.maxBatchSize !== undefined && { maxBatchSize: options.maxBatchSize }),
+      ...(options.maxInFlight !== undefined && { maxInFlight: options.maxInFlight }),
+      ...(options.maxDepth !== undefined && { maxDepth: options.maxDepth }),
+      ...(options.onError !== undefined && { onError: options.onError }),
+      onClose: (error) => {
+        if (link.adopted) this.#lost(link, error);
+        else link.early = { error };
+      },
+      onGoaway: (reason) => this.#goaway(link, reason),
+    });
+    link.adopted = true;
+    this.#links.add(link);
+    this.#link = link;
+    this.#last = link;
+    this.#attempts = 0;
+    this.#setState("connected");
+    this.emit("connect", dialed.connection);
+    for (const frame of dialed.leftover) link.peer.receive(frame);
+    if (link.early !== undefined) {
+      this.#lost(link, link.early.error);
+      return;
+    }
+    const heartbeat = this.#heartbeat;
+    if (heartbeat !== undefined && !link.lost) {
+      const peer = link.peer;
+      link.heartbeat = new Heartbeat(
+        heartbeat,
+        (timeout) => peer.ping(timeout),
+        (error) => dialed.transport.destroy(error),
+      );
+      dialed.socket.on("data", link.heartbeat.touch);
+    }
+    if (this.#link === link) this.#flush(link);
+  }
+
+  /** Hands every waiting call to a new connection, in the order they were made. */
+  #flush(link: Link): void {
+    if (this.#waiters.size === 0) return;
+    const waiters = [...this.#waiters];
+    for (const waiter of waiters) waiter.resolve(link);
+  }
+
+  #goaway(link: Link, reason: string | undefined): void {
+    this.emit("goaway", reason);
+    if (this.#link !== link || this.#state === "closed") return;
+    this.#link = undefined;
+    const why = new RpcError(
+      ErrorCodes.ShuttingDown,
+      `Server is shutting down (rpc.goaway${reason === undefined ? "" : `: ${reason}`})`,
+    );
+    if (this.#reconnect === undefined) {
+      this.#refusal = why;
+      return;
+    }
+    this.#afterLoss(link, why);
+  }
+
+  #lost(link: Link, error: Error | undefined): void {
+    if (link.lost) return;
+    link.lost = true;
+    link.heartbeat?.stop();
+    this.#links.delete(link);
+    if (error !== undefined) this.#closeError = error;
+    this.emit("disconnect", error);
+    const current = this.#link === link;
+    if (current) this.#link = undefined;
+    if (this.#state === "closed") {
+      this.#finish();
+      return;
+    }
+    if (this.#reconnect === undefined) {
+      if (this.#link === undefined && this.#links.size === 0) this.#terminate(error, undefined);
+      return;
+    }
+    if (current) this.#afterLoss(link, error);
+  }
+
+  /** Schedules reconnecting once `link` stopped taking calls (lost, or going away). */
+  #afterLoss(link: Link, error: Error | undefined): void {
+    // A connection that lasted gets an immediate first attempt, as in gRPC; one that died
+    // young (a crash loop, a refusal) keeps backing off instead of hammering the server.
+    if (Date.now() - link.since >= this.#initialDelay) {
+      this.#backoff.reset();
+      this.#schedule(0, error);
+    } else {
+      this.#schedule(this.#backoff.next(), error);
+    }
+  }
+
+  #schedule(delay: number, error: Error | undefined): void {
+    if (this.#timer !== undefined || this.#dialing !== undefined || this.#state === "closed") {
+      return;
+    }
+    if (this.#attempts >= this.#reconnect!.maxAttempts) {
+      const failure = new ConnectionClosedError(
+        `Could not reconnect to ${this.#settings.where} after ${this.#attempts} attempts` +
+          (error === undefined ? "" : `: ${error.message}`),
+        { cause: error },
+      );
+      this.#terminate(failure, failure);
+      return;
+    }
+    this.#attempts++;
+    this.#setState("reconnecting");
+    this.emit("reconnecting", { attempt: this.#attempts, delay, error });
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#redial();
+    }, delay);
+  }
+
+  #redial(): void {
+    if (this.#state === "closed") return;
+    this.#setState("connecting");
+    const started = Date.now();
+    const controller = new AbortController();
+    this.#dialing = controller;
+    dial(this.#settings.address, this.#settings.where, this.#settings.options, controller.signal)
+      .then(
+        (dialed) => {
+          this.#dialing = undefined;
+          if (this.#state === "closed") {
+            dialed.transport.destroy();
+            return;
+          }
+          this.#attach(dialed);
+        },
+        (error: Error) => {
+          this.#dialing = undefined;
+          if (this.#state === "closed") return;
+          if (isPermanentFailure(error)) {
+            this.#terminate(error, error);
+            return;
+          }
+          // The delay counts from the start of the failed attempt (gRPC): an attempt that
+          // took long to fail is followed sooner.
+          this.#setState("reconnecting");
+          this.#schedule(Math.max(0, started + this.#backoff.next() - Date.now()), error);
+        },
+      );
+  }
+
+  /**
+   * Closes for good: `error` is what the `close` event reports, `failure` why reconnecting
+   * stopped (then shown in the errors of calls that can no longer be sent).
+   */
+  #terminate(error: Error | undefined, failure: Error | undefined): void {
+    if (this.#state === "closed") return;
+    this.#failure = failure;
+    if (error !== undefined) this.#closeError = error;
+    this.#setState("closed");
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#dialing?.abort();
+    this.#dialing = undefined;
+    this.#link = undefined;
+    for (const waiter of [...this.#waiters]) waiter.reject(this.#closedError(waiter.method));
+    for (const link of this.#links) {
+      link.heartbeat?.stop();
+      link.peer.close();
+    }
+    this.#finish();
+  }
+
+  /** Reports the close once the last connection is gone. */
+  #finish(): void {
+    if (this.#finished || this.#links.size > 0) return;
+    this.#finished = true;
+    this.#resolveClosed();
+    // A close the user asked for reports no error; otherwise say why it closed.
+    this.emit("close", this.#closeRequested ? undefined : (this.#failure ?? this.#closeError));
+  }
 }
 
 /**
- * Connects to an ezipc server and resolves once the connection is ready.
+ * Connects to an ezipc server and resolves once the connection is ready. Rejects when the
+ * server cannot be reached or refuses the handshake, with or without `reconnect`.
  *
  * @example
- * const client = await connect(files, "unix:/tmp/files.sock");
+ * const client = await connect(files, "unix:/tmp/files.sock", { reconnect: true });
  * const { written } = await client.call("write", { filename: "a.txt", content: "hi" });
  * await client.close();
  */
@@ -204,117 +822,36 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
   // Compile the contract before opening a socket: a missing handler fails fast.
   const local = createDispatchTable(contract.client, opts.handlers ?? {}, "connect handlers");
   const remote = createRemoteTable(contract.server);
-  const where = formatAddress(parsed);
-  const connectTimeout = opts.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
-  const handshakeTimeout = opts.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
-  const socket = await openSocket(
-    () => {
-      if (parsed.kind === "unix" || parsed.kind === "pipe") return createConnection(parsed.path);
-      if (parsed.kind === "tcp") {
-        return createConnection({ host: parsed.host, port: parsed.port, noDelay: true });
-      }
-      const tls = opts.tls ?? {};
-      return tlsConnect({
-        host: parsed.host,
-        port: parsed.port,
-        noDelay: true,
-        servername: tls.servername ?? (isIP(parsed.host) ? "" : parsed.host),
-        ...nodeTlsOptions(tls, "client"),
-      });
-    },
-    parsed.kind === "tls" ? "secureConnect" : "connect",
-    connectTimeout + (parsed.kind === "tls" ? handshakeTimeout : 0),
-    where,
-  );
-  const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  const transport = new SocketTransport(socket, {
-    maxFrameBytes,
-    ...(opts.frameTimeout !== undefined && { frameTimeout: opts.frameTimeout }),
-    ...(opts.idleTimeout !== undefined && { idleTimeout: opts.idleTimeout }),
-    ...(opts.maxWriteBufferBytes !== undefined && {
-      maxWriteBufferBytes: opts.maxWriteBufferBytes,
-    }),
-  });
-  let leftover: Uint8Array[] = [];
-  if (opts.authKey !== undefined) {
-    try {
-      ({ leftover } = await authenticate(
-        transport,
-        "connect",
-        { ...opts, authKey: opts.authKey },
-        maxFrameBytes,
-        handshakeTimeout,
-      ));
-    } catch (error) {
-      transport.destroy();
-      throw error;
-    }
+  const idempotent = new Set<string>();
+  for (const [name, def] of Object.entries(contract.server)) {
+    if (def.kind === "method" && def.idempotent) idempotent.add(name);
   }
-  let client: Client<TServer> | undefined;
-  let resolveClosed!: () => void;
-  const closed = new Promise<void>((resolve) => {
-    resolveClosed = resolve;
-  });
-  const peer = new Peer({
-    transport,
+  const client = new Client<TServer>({
+    address: parsed,
+    where: formatAddress(parsed),
+    options: opts,
     local,
     remote,
-    connection: {
-      id: `${socket.localAddress ?? "local"}:${socket.localPort ?? process.pid}`,
-      transport: parsed.kind,
-      remoteAddress: where,
-      authenticated: opts.authKey !== undefined,
-      peerCertificate: socket instanceof TLSSocket ? peerCertificateOf(socket) : undefined,
-    },
-    validate: opts.validate ?? true,
-    ...(opts.timeout !== undefined && { timeout: opts.timeout }),
-    ...(opts.maxBatchSize !== undefined && { maxBatchSize: opts.maxBatchSize }),
-    ...(opts.maxInFlight !== undefined && { maxInFlight: opts.maxInFlight }),
-    ...(opts.maxDepth !== undefined && { maxDepth: opts.maxDepth }),
-    ...(opts.onError !== undefined && { onError: opts.onError }),
-    onClose: (error) => {
-      resolveClosed();
-      client?.emit("close", error);
-    },
+    idempotent,
   });
-  client = new Client<TServer>(peer, closed);
-  for (const frame of leftover) peer.receive(frame);
+  await client.open();
   return client;
 }
 
-/** Opens a socket, rejecting with a clear error on failure or after `timeout` ms. */
-function openSocket(
-  open: () => Socket,
-  ready: "connect" | "secureConnect",
-  timeout: number,
-  address: string,
-): Promise<Socket> {
-  return new Promise<Socket>((resolve, reject) => {
-    const socket = open();
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new TimeoutError(`Could not connect to ${address} within ${timeout} ms`, timeout));
-    }, timeout);
-    socket.once(ready, () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      resolve(socket);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      socket.destroy();
-      const tls = ready === "secureConnect";
-      const reason =
-        tls && (error.code === "ECONNRESET" || /before secure TLS/.test(error.message))
-          ? "the server closed the connection during the TLS handshake: is it a plain tcp:// server?"
-          : tls && error.code === "ERR_SSL_WRONG_VERSION_NUMBER"
-            ? "the server does not speak TLS: is it a plain tcp:// server?"
-            : `${error.code ?? "error"}: ${error.message}`;
-      const ErrorClass =
-        tls && error.code !== "ECONNREFUSED" && error.code !== "ENOENT"
-          ? AuthenticationError
-          : ConnectionClosedError;
-      reject(new ErrorClass(`Could not connect to ${address}: ${reason}`, { cause: error }));
-    });
+function effectiveTimeout(timeout: number | undefined, fallback: number): number {
+  if (timeout === undefined) return fallback;
+  return timeout > 0 ? timeout : Number.POSITIVE_INFINITY;
+}
+
+function timedOut(kind: string, method: string, timeout: number, where: string): TimeoutError {
+  return new TimeoutError(
+    `${kind} "${method}" timed out after ${timeout} ms waiting for a connection to ${where}; it was not sent`,
+    timeout,
+  );
+}
+
+function aborted(kind: string, method: string, signal: AbortSignal): AbortError {
+  return new AbortError(`${kind} "${method}" was aborted before it was sent`, {
+    cause: signal.reason,
   });
 }

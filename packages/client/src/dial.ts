@@ -88,6 +88,7 @@ export async function dial(
   if (options.authKey !== undefined) {
     const cancel = () => transport.destroy(cancelled(where));
     signal?.addEventListener("abort", cancel, { once: true });
+    const started = Date.now();
     try {
       ({ leftover } = await authenticate(
         transport,
@@ -97,6 +98,15 @@ export async function dial(
         handshakeTimeout,
       ));
     } catch (error) {
+      // A handshake cut short by a close or by its deadline says nothing about the key: the
+      // server may be restarting or overloaded. Only a verdict (#FAILURE#, a key that does
+      // not match, a digest we refuse) is final.
+      if (
+        error instanceof Error &&
+        (transport.closed || Date.now() - started >= handshakeTimeout)
+      ) {
+        transient.add(error);
+      }
       transport.destroy();
       throw signal?.aborted ? cancelled(where) : error;
     } finally {
@@ -115,6 +125,21 @@ export async function dial(
       peerCertificate: socket instanceof TLSSocket ? peerCertificateOf(socket) : undefined,
     },
   };
+}
+
+/** Failures of one attempt that a later attempt may not repeat, though their class says otherwise. */
+const transient = new WeakSet<Error>();
+
+/** Socket errors that say nothing about certificates or keys: the peer went away mid-handshake. */
+const TRANSIENT_CODES = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+
+/**
+ * Whether a failed attempt is final for a reconnecting client: an authentication verdict
+ * (wrong key, a certificate that does not verify) will fail the same way every time, so
+ * retrying it would only hammer the server.
+ */
+export function isPermanentFailure(error: unknown): boolean {
+  return error instanceof AuthenticationError && !transient.has(error);
 }
 
 function cancelled(where: string): ConnectionClosedError {
@@ -169,7 +194,11 @@ function openSocket(
         tls && error.code !== "ECONNREFUSED" && error.code !== "ENOENT"
           ? AuthenticationError
           : ConnectionClosedError;
-      reject(new ErrorClass(`Could not connect to ${address}: ${reason}`, { cause: error }));
+      const failure = new ErrorClass(`Could not connect to ${address}: ${reason}`, { cause: error });
+      if (TRANSIENT_CODES.has(error.code ?? "") || /before secure TLS/.test(error.message)) {
+        transient.add(failure);
+      }
+      reject(failure);
     });
   });
 }

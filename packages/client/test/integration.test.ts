@@ -4,6 +4,7 @@ import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  AbortError,
   ConnectionClosedError,
   connect,
   createServer,
@@ -239,8 +240,9 @@ describe.each(transports)("over $kind", ({ kind, address }) => {
   it("sends rpc.cancel on a timeout so the server handler's ctx.signal aborts", async () => {
     const { server, probe } = await startServer(address());
     const client = await connectTo(server);
-    // Only the timer clocks are faked: socket I/O and process.nextTick stay real.
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    // Only the clock is faked (timers and Date.now, which deadlines are measured on):
+    // socket I/O, setImmediate and process.nextTick stay real.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
     const call = client.call("wait", { key: "slow" }, { timeout: 50 });
     const outcome = expect(call).rejects.toBeInstanceOf(TimeoutError);
     const signal = await waitStarted(probe, "slow").promise;
@@ -257,6 +259,21 @@ describe.each(transports)("over $kind", ({ kind, address }) => {
     await vi.waitFor(() => expect(server.connections[0]?.runningCount).toBe(0));
     // The connection outlives the cancelled call.
     await expect(client.call("add", { a: 1, b: 1 })).resolves.toBe(2);
+  });
+
+  it("sends rpc.cancel when the caller's signal aborts, and the handler's ctx.signal aborts", async () => {
+    const { server, probe } = await startServer(address());
+    const client = await connectTo(server, 0);
+    const controller = new AbortController();
+    const call = client.call("wait", { key: "abort" }, { signal: controller.signal });
+    const outcome = expect(call).rejects.toBeInstanceOf(AbortError);
+    const signal = await waitStarted(probe, "abort").promise;
+    controller.abort();
+    await outcome;
+    // No deadline travelled with this call: only the caller's rpc.cancel can abort it.
+    await expect(aborted(signal)).resolves.toMatchObject({ code: ErrorCodes.RequestCancelled });
+    await vi.waitFor(() => expect(server.connections[0]?.runningCount).toBe(0));
+    await expect(client.call("add", { a: 2, b: 2 })).resolves.toBe(4);
   });
 });
 

@@ -858,21 +858,28 @@ export class Peer {
     if (entry.result === undefined) return { jsonrpc: "2.0", id, result: value ?? null };
     if (!this.#validate) return { jsonrpc: "2.0", id, result: value };
     const checked = entry.result.check(value);
-    const respond = (r: Awaited<typeof checked>): ResponseMessage => {
-      if (r.success) {
-        return { jsonrpc: "2.0", id, result: entry.result!.plain ? r.data : value };
-      }
-      this.#report(
-        new ValidationError(
-          `Handler of "${entry.name}" returned a result that does not match the contract`,
-          r.issues,
-          "result",
-        ),
-        { phase: "result", method: entry.name, id },
-      );
-      return errorResponse(id, ErrorCodes.InternalError, "Internal error");
-    };
-    return checked instanceof Promise ? checked.then(respond) : respond(checked);
+    // No closure on the synchronous path: it runs once per call.
+    return checked instanceof Promise
+      ? checked.then((r) => this.#resultResponse(entry, id, value, r))
+      : this.#resultResponse(entry, id, value, checked);
+  }
+
+  #resultResponse(
+    entry: LocalEntry,
+    id: RequestId,
+    value: unknown,
+    r: Awaited<ReturnType<Validator["check"]>>,
+  ): ResponseMessage {
+    if (r.success) return { jsonrpc: "2.0", id, result: entry.result!.plain ? r.data : value };
+    this.#report(
+      new ValidationError(
+        `Handler of "${entry.name}" returned a result that does not match the contract`,
+        r.issues,
+        "result",
+      ),
+      { phase: "result", method: entry.name, id },
+    );
+    return errorResponse(id, ErrorCodes.InternalError, "Internal error");
   }
 
   #errorFor(entry: LocalEntry, id: RequestId, error: unknown): ResponseMessage {
@@ -950,21 +957,9 @@ export class Peer {
       pending.resolve(pending.result === undefined && result === null ? undefined : result);
       return;
     }
-    const settle = (r: Awaited<ReturnType<Validator["check"]>>) => {
-      if (r.success) pending.resolve(r.data);
-      else {
-        pending.reject(
-          new ValidationError(
-            `Result of "${pending.method}" does not match the contract`,
-            r.issues,
-            "result",
-          ),
-        );
-      }
-    };
     const checked = pending.result.check(result);
-    if (checked instanceof Promise) checked.then(settle);
-    else settle(checked);
+    if (checked instanceof Promise) checked.then((r) => settleResult(pending, r));
+    else settleResult(pending, checked);
   }
 
   #checkOutgoing(
@@ -1003,41 +998,41 @@ export class Peer {
     const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
     const finite = timeout > 0 && timeout !== Number.POSITIVE_INFINITY;
     const onProgress = options?.onProgress;
-    let meta: RequestMeta | undefined;
-    if (finite) meta = { timeout };
-    if (onProgress !== undefined) (meta ??= {}).progress = true;
+    const meta: RequestMeta | undefined =
+      onProgress !== undefined
+        ? finite
+          ? { timeout, progress: true }
+          : { progress: true }
+        : finite
+          ? { timeout }
+          : undefined;
     try {
       this.#transport.send(requestText(id, entry.quoted, params, meta));
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
     }
-    return new Promise<unknown>((resolve, reject) => {
-      const call = new PendingCall(
-        id,
-        method,
-        entry.result,
-        resolve,
-        reject,
-        timeout,
-        this.#expire,
-      );
-      this.#pending.set(id, call);
-      if (onProgress !== undefined) {
-        call.progress = { check: entry.progress, listener: onProgress as (v: unknown) => void };
-      }
-      if (finite) this.#deadlines.add(timeout, call);
-      const signal = options?.signal;
-      if (signal !== undefined) {
-        call.signal = signal;
-        call.onAbort = () => {
-          if (this.#take(id) !== undefined) {
-            this.#sendCancel(id);
-            reject(abortError(method, signal));
-          }
-        };
-        signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-    });
+    // A shared executor instead of a closure per call: it hands resolve/reject over.
+    const promise = new Promise<unknown>(captureExecutor);
+    const resolve = capturedResolve!;
+    const reject = capturedReject!;
+    const call = new PendingCall(id, method, entry.result, resolve, reject, timeout, this.#expire);
+    this.#pending.set(id, call);
+    if (onProgress !== undefined) {
+      call.progress = { check: entry.progress, listener: onProgress as (v: unknown) => void };
+    }
+    if (finite) this.#deadlines.add(timeout, call);
+    const signal = options?.signal;
+    if (signal !== undefined) {
+      call.signal = signal;
+      call.onAbort = () => {
+        if (this.#take(id) !== undefined) {
+          this.#sendCancel(id);
+          reject(abortError(method, signal));
+        }
+      };
+      signal.addEventListener("abort", call.onAbort, { once: true });
+    }
+    return promise;
   }
 
   /** A call's deadline passed: it rejects with `TimeoutError` and the other side is told. */
@@ -1201,7 +1196,11 @@ export class Peer {
     if (this.#closed) return;
     let text: string;
     try {
-      text = JSON.stringify(response);
+      // The common single success is encoded around its result only.
+      text =
+        !Array.isArray(response) && "result" in response
+          ? `{"jsonrpc":"2.0","id":${JSON.stringify(response.id)},"result":${JSON.stringify(response.result) ?? "null"}}`
+          : JSON.stringify(response);
     } catch (error) {
       // A result JSON cannot represent (a BigInt, a cycle): a server bug, reported locally.
       this.#report(error, { phase: "send" });
@@ -1354,6 +1353,21 @@ class Context implements HandlerContext<any, any> {
   }
 }
 
+/** Settles a call with its validated result, or a `ValidationError`. */
+function settleResult(pending: PendingCall, r: Awaited<ReturnType<Validator["check"]>>): void {
+  if (r.success) {
+    pending.resolve(r.data);
+    return;
+  }
+  pending.reject(
+    new ValidationError(
+      `Result of "${pending.method}" does not match the contract`,
+      r.issues,
+      "result",
+    ),
+  );
+}
+
 function abortInbound(inbound: InboundCall, reason: Error): void {
   if (inbound.reason !== undefined) return;
   inbound.reason = reason;
@@ -1387,6 +1401,13 @@ function requestText(
 
 function abortError(method: string, signal: AbortSignal): AbortError {
   return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });
+}
+
+let capturedResolve: ((value: unknown) => void) | undefined;
+let capturedReject: ((error: Error) => void) | undefined;
+function captureExecutor(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 const PING: RemoteEntry = {
