@@ -1,5 +1,14 @@
-import type { ConnectionInfo, ContractSide, PeerCertificate, RemoteApi } from "@ezipc/contract";
-import type { Peer, Transport } from "@ezipc/protocol";
+import type { Duplex } from "node:stream";
+import {
+  ConnectionClosedError,
+  type ConnectionInfo,
+  type ContractSide,
+  type PeerCertificate,
+  type RemoteApi,
+  RpcError,
+  TimeoutError,
+} from "@ezipc/contract";
+import { errorResponse, type Peer, type Transport } from "@ezipc/protocol";
 
 /**
  * One client's connection to a server: who it is, and `peer` for typed server → client
@@ -20,6 +29,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
   #transport: Transport | undefined;
   #closed: Promise<void> | undefined;
   #onClosed: (() => void) | undefined;
+  #heartbeat: Heartbeat | undefined;
 
   /** @internal created by the server for each accepted socket */
   constructor(
@@ -69,7 +79,37 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
 
   /** @internal called by the server once the peer reports the close */
   markClosed(): void {
+    this.#heartbeat?.stop();
     this.#onClosed?.();
+  }
+
+  /** @internal tells the client we are going away (`rpc.goaway`): it sends no new calls here */
+  goaway(reason?: string): void {
+    const peer = this.#peer;
+    if (peer !== undefined && !peer.closed) peer.goaway(reason);
+  }
+
+  /**
+   * @internal graceful shutdown ran out of time: tells the client why its calls still
+   * in flight are about to fail (an error with id null, which becomes the cause of the
+   * `ConnectionClosedError` those calls reject with).
+   */
+  cutOff(message: string, code: number): void {
+    const transport = this.#transport;
+    if (transport === undefined || transport.closed || this.runningCount === 0) return;
+    try {
+      transport.send(JSON.stringify(errorResponse(null, code, message)));
+    } catch {
+      // Closing anyway.
+    }
+  }
+
+  /** @internal starts watching the connection for silence (see `ServerOptions.heartbeat`) */
+  watch(socket: Duplex, interval: number, timeout: number): void {
+    const peer = this.#peer;
+    const transport = this.#transport;
+    if (peer === undefined || transport === undefined || peer.closed) return;
+    this.#heartbeat = new Heartbeat(socket, peer, transport, interval, timeout);
   }
 
   /** Closes this connection gracefully; resolves once it is closed. */
@@ -82,4 +122,87 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
     });
     return this.#closed;
   }
+}
+
+/** `"method":"rpc.` and ezipc's request extension member: bytes only an ezipc peer sends. */
+const EZIPC_MARKERS = [Buffer.from('"method":"rpc.'), Buffer.from('"ezipc":{')];
+
+/**
+ * Watches one connection for silence: after `interval` ms without a received byte it
+ * sends `rpc.ping`, and destroys the connection when neither the answer nor any other byte
+ * arrives within `timeout` ms. Only a client that has shown it speaks ezipc (it sent an
+ * `rpc.*` message or ezipc's request metadata) is pinged: a plain JSON-RPC client would
+ * read an unsolicited request as the answer to its own call.
+ */
+class Heartbeat {
+  readonly #peer: Peer;
+  readonly #transport: Transport;
+  readonly #socket: Duplex;
+  readonly #interval: number;
+  readonly #timeout: number;
+  #last = Date.now();
+  #ezipc = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  constructor(socket: Duplex, peer: Peer, transport: Transport, interval: number, timeout: number) {
+    this.#socket = socket;
+    this.#peer = peer;
+    this.#transport = transport;
+    this.#interval = Math.max(1, interval);
+    this.#timeout = Math.max(1, timeout);
+    socket.on("data", this.#onData);
+    this.#arm(this.#interval);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#socket.off("data", this.#onData);
+  }
+
+  #onData = (chunk: Buffer | string): void => {
+    this.#last = Date.now();
+    if (!this.#ezipc && typeof chunk !== "string") {
+      this.#ezipc = EZIPC_MARKERS.some((marker) => chunk.includes(marker));
+    }
+  };
+
+  #arm(delay: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(this.#tick, delay);
+    this.#timer.unref?.();
+  }
+
+  #tick = (): void => {
+    this.#timer = undefined;
+    if (!this.#ezipc) {
+      this.#arm(this.#interval);
+      return;
+    }
+    const silent = Date.now() - this.#last;
+    if (silent < this.#interval) {
+      this.#arm(this.#interval - silent);
+      return;
+    }
+    const sent = Date.now();
+    this.#peer.ping(this.#timeout).then(
+      () => this.#arm(this.#interval),
+      (error: unknown) => {
+        if (this.#stopped || error instanceof ConnectionClosedError) return;
+        if (!(error instanceof TimeoutError) || error instanceof RpcError || this.#last > sent) {
+          this.#arm(this.#interval);
+          return;
+        }
+        this.stop();
+        this.#transport.destroy(
+          new ConnectionClosedError(
+            `No answer to rpc.ping within ${this.#timeout} ms after ${this.#interval} ms of ` +
+              "silence (heartbeat): the client is unresponsive; connection closed",
+          ),
+        );
+      },
+    );
+  };
 }

@@ -51,6 +51,11 @@ export const DEFAULT_CLOSE_TIMEOUT = 10_000;
 /** The default most connections in their handshake at once: 128. */
 export const DEFAULT_MAX_UNAUTHENTICATED = 128;
 
+/** The default heartbeat interval: a ping after 15 s without a byte from an ezipc client. */
+export const DEFAULT_HEARTBEAT_INTERVAL = 15_000;
+/** The default time a client has to answer a heartbeat ping: 20 s. */
+export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000;
+
 /** Options of {@link createServer}. Every limit has a default; see docs/security.md. */
 export interface ServerOptions extends AuthOptions {
   /** Certificate and key for `tls://` addresses, and client-certificate checks (mutual TLS). */
@@ -88,6 +93,15 @@ export interface ServerOptions extends AuthOptions {
   maxWriteBufferBytes?: number;
   /** Grace period of `close()` for in-flight calls, in ms. @default 10_000 */
   closeTimeout?: number;
+  /**
+   * Detect silent clients: after `interval` ms without receiving a byte from a client,
+   * send it `rpc.ping`; with no answer within `timeout` ms its connection is closed (its
+   * handlers' `ctx.signal` abort). Only clients that have shown they speak ezipc are
+   * pinged: a plain JSON-RPC client never receives an unsolicited request. `false` turns
+   * it off.
+   * @default { interval: 15_000, timeout: 20_000 }
+   */
+  heartbeat?: { interval?: number; timeout?: number } | false;
   /** Send handler error messages and stacks to callers (development only). @default false */
   exposeErrors?: boolean;
   /**
@@ -131,7 +145,7 @@ export class Server<
   readonly #connections = new Set<Connection<TClient>>();
   #net: NetServer | undefined;
   #address: Address | undefined;
-  #unlinkOnClose: string | undefined;
+  #unlinkOnClose: { path: string; dev: number; ino: number } | undefined;
   #closing: Promise<void> | undefined;
   #nextConnection = 0;
   readonly #handshaking = new Set<Socket>();
@@ -204,7 +218,10 @@ export class Server<
     if (parsed.kind === "unix" || parsed.kind === "pipe") {
       if (process.platform !== "win32") await removeStaleSocket(parsed.path);
       await listenOwnerOnly(net, parsed.path);
-      this.#unlinkOnClose = process.platform !== "win32" ? parsed.path : undefined;
+      if (process.platform !== "win32") {
+        const { dev, ino } = lstatSync(parsed.path);
+        this.#unlinkOnClose = { path: parsed.path, dev, ino };
+      }
       this.#address = parsed;
     } else {
       await new Promise<void>((resolve, reject) => {
@@ -237,8 +254,11 @@ export class Server<
   }
 
   /**
-   * Stops accepting, tells new calls the server is shutting down (-32005), lets in-flight
-   * calls finish within the grace period, then closes every connection.
+   * Shuts down gracefully: stops accepting, sends `rpc.goaway` to every client (they send
+   * no new calls here; reconnecting clients go find the next server), answers calls that
+   * still arrive with -32005 (shutting down), lets in-flight calls finish within the grace
+   * period, then closes every connection. Calls still running then are cut off: their
+   * callers get `ConnectionClosedError` caused by a -32005 error saying so.
    */
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#close(
@@ -254,7 +274,11 @@ export class Server<
       : Promise.resolve();
     for (const socket of this.#handshaking) socket.destroy();
     const connections = [...this.#connections];
-    for (const c of connections) c.drain();
+    // Goaway first, so clients stop sending before new calls would be refused.
+    for (const c of connections) {
+      c.goaway("server is shutting down");
+      c.drain();
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.all(connections.map((c) => c.whenIdle())),
@@ -263,11 +287,22 @@ export class Server<
       }),
     ]);
     clearTimeout(timer);
+    for (const c of connections) {
+      c.cutOff(
+        `Server is shutting down: calls still running after the grace period (${grace} ms) were cut off`,
+        ErrorCodes.ShuttingDown,
+      );
+    }
     await Promise.all(connections.map((c) => c.close()));
     await stopped;
-    if (this.#unlinkOnClose !== undefined) {
+    const bound = this.#unlinkOnClose;
+    if (bound !== undefined) {
       try {
-        if (lstatSync(this.#unlinkOnClose).isSocket()) unlinkSync(this.#unlinkOnClose);
+        // Only our own socket file: a new server may already listen on the same path.
+        const stat = lstatSync(bound.path);
+        if (stat.isSocket() && stat.dev === bound.dev && stat.ino === bound.ino) {
+          unlinkSync(bound.path);
+        }
       } catch {
         // Already gone.
       }
@@ -441,6 +476,14 @@ export class Server<
     });
     connection.attach(peer, transport);
     if (transport.closed) return;
+    const heartbeat = options.heartbeat;
+    if (heartbeat !== false) {
+      connection.watch(
+        socket,
+        heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+      );
+    }
     this.#connections.add(connection);
     this.emit("connect", connection);
     for (const frame of leftover) peer.receive(frame);

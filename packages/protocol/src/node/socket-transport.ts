@@ -87,6 +87,15 @@ export class SocketTransport implements Transport {
               `The peer is not speaking ezipc: this looks like ${foreign}`,
             );
             this.#events?.frameError?.(Object.assign(error, { code: error.code }), true);
+            if (foreign.includes("HTTP request")) {
+              // Someone pointed curl or a browser at us: answer in words they can read.
+              this.#error ??= error;
+              this.#ending = true;
+              this.socket.end(HTTP_REFUSAL);
+              // Closed once written, whether or not the client hangs up.
+              setTimeout(() => this.socket.destroy(), 1_000).unref();
+              return;
+            }
             this.destroy(error);
             return;
           }
@@ -289,6 +298,9 @@ export class SocketTransport implements Transport {
 }
 
 const EMPTY = Buffer.alloc(0);
+const HTTP_REFUSAL =
+  "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" +
+  "This is an ezipc server: it speaks length-prefixed JSON-RPC 2.0, not HTTP.\n";
 
 function settle(
   waiters: { resolve: () => void; reject: (e: Error) => void }[],
