@@ -1,6 +1,6 @@
 // The chat server process: `tsx server.ts <address>`. Every message is broadcast to every
 // connected member. Run by main.ts in a child process; stops when its parent says "stop".
-import { type ConnectionInfo, createServer, ErrorCodes, RpcError } from "ezipc";
+import { type ConnectionInfo, createServer, ErrorCodes, RpcError, type Server } from "ezipc";
 import { chat } from "./contract.js";
 
 const [address] = process.argv.slice(2);
@@ -16,7 +16,8 @@ function nameOf(connection: ConnectionInfo): string {
   return name;
 }
 
-const server = createServer(chat, {
+// Annotated: the handlers use `server` (for broadcast) inside its own initializer.
+const server: Server<typeof chat.server, typeof chat.client> = createServer(chat, {
   async join({ name }, ctx) {
     if ([...names.values()].includes(name)) {
       throw new RpcError(-32010, "name taken", { name });

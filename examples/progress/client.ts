@@ -32,7 +32,9 @@ export async function runJob(
         onProgress: ({ done, total }) => {
           const width = 20;
           const filled = Math.round((done / total) * width);
-          console.log(`progress ${done}/${total} [${"#".repeat(filled)}${".".repeat(width - filled)}]`);
+          console.log(
+            `progress ${done}/${total} [${"#".repeat(filled)}${".".repeat(width - filled)}]`,
+          );
           options.onStep?.(done);
         },
         // A long job: by default no timeout, the caller decides when to give up.

@@ -14,8 +14,10 @@ let jobCount = 0;
 const server = createServer(jobs, {
   async crunch({ items, stepMs }, ctx) {
     const job = ++jobCount;
-    const seconds = ctx.deadline === undefined ? "no" : `${(ctx.deadline - Date.now()) / 1000} s`;
-    console.log(`[server] job ${job}: ${items} items, ${seconds} deadline`);
+    // The caller's timeout travelled with the request: ctx.deadline says when it stops waiting.
+    const left =
+      ctx.deadline === undefined ? "no" : `${Math.round((ctx.deadline - Date.now()) / 1000)} s`;
+    console.log(`[server] job ${job}: ${items} items, ${left} deadline`);
     const hash = createHash("sha256");
     try {
       for (let done = 1; done <= items; done++) {

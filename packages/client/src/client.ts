@@ -11,6 +11,7 @@ import {
   type Handlers,
   type InferItem,
   type InferResult,
+  type MethodDef,
   type MethodNames,
   type NotificationNames,
   type NotifyArgs,
@@ -824,7 +825,7 @@ export async function connect<TServer extends ContractSide, TClient extends Cont
   const remote = createRemoteTable(contract.server);
   const idempotent = new Set<string>();
   for (const [name, def] of Object.entries(contract.server)) {
-    if (def.kind === "method" && def.idempotent) idempotent.add(name);
+    if (def.kind === "method" && (def as MethodDef).idempotent) idempotent.add(name);
   }
   const client = new Client<TServer>({
     address: parsed,

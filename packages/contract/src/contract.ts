@@ -7,12 +7,23 @@ import type { $ZodType } from "zod/v4/core";
  */
 export type ParamsSchema = $ZodType<unknown, object | undefined>;
 
+/** The type-level mark of values made by `method`, `notification` and `stream`. */
+export declare const definitionBrand: unique symbol;
+
+/** What every contract entry has: made by `method`, `notification` or `stream`. */
+export interface DefinitionBase {
+  /** Which of the three it is. */
+  readonly kind: "method" | "notification" | "stream";
+  /** Type-level only: a plain `{ kind: "method" }` object is not a definition. */
+  readonly [definitionBrand]: true;
+}
+
 /** A request–response method in a contract: the caller awaits its result. */
 export interface MethodDef<
   TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
   TResult extends $ZodType | undefined = $ZodType | undefined,
   TProgress extends $ZodType | undefined = $ZodType | undefined,
-> {
+> extends DefinitionBase {
   /** Discriminates methods from notifications. */
   readonly kind: "method";
   /** The params schema, or `undefined` for a method without params. */
@@ -28,7 +39,7 @@ export interface MethodDef<
 /** A one-way message in a contract: no response, no result. */
 export interface NotificationDef<
   TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
-> {
+> extends DefinitionBase {
   /** Discriminates notifications from methods. */
   readonly kind: "notification";
   /** The params schema, or `undefined` for a notification without params. */
@@ -42,7 +53,7 @@ export interface NotificationDef<
 export interface StreamDef<
   TParams extends ParamsSchema | undefined = ParamsSchema | undefined,
   TItem extends $ZodType = $ZodType,
-> {
+> extends DefinitionBase {
   /** Discriminates streams from methods and notifications. */
   readonly kind: "stream";
   /** The params schema, or `undefined` for a stream without params. */
@@ -54,8 +65,15 @@ export interface StreamDef<
 /** Any entry of a contract side. */
 export type Definition = MethodDef | NotificationDef | StreamDef;
 
-/** One half of a contract: the methods and notifications one side implements. */
-export type ContractSide = { readonly [name: string]: Definition };
+/**
+ * One half of a contract: the methods, notifications and streams one side implements.
+ *
+ * Its entries are constrained by {@link DefinitionBase} only: a constraint that named `MethodDef`'s type
+ * parameters would become the contextual type of each `method(…)` call inside
+ * `defineContract` and make TypeScript infer an absent `params` as the constraint
+ * (`$ZodType | undefined`) instead of `undefined`.
+ */
+export type ContractSide = { readonly [name: string]: DefinitionBase };
 
 /** A contract: what the server implements and what the client implements. */
 export interface Contract<
@@ -110,7 +128,7 @@ export function method<
     result: options.result as TResult,
     idempotent: options.idempotent ?? false,
     progress: options.progress as TProgress,
-  });
+  }) as MethodDef<TParams, TResult, TProgress>;
 }
 
 /**
@@ -124,7 +142,11 @@ export function stream<
   TParams extends ParamsSchema | undefined = undefined,
   TItem extends $ZodType = $ZodType,
 >(options: { params?: TParams; item: TItem }): StreamDef<TParams, TItem> {
-  return Object.freeze({ kind: "stream", params: options.params as TParams, item: options.item });
+  return Object.freeze({
+    kind: "stream",
+    params: options.params as TParams,
+    item: options.item,
+  }) as StreamDef<TParams, TItem>;
 }
 
 /**
@@ -136,7 +158,10 @@ export function stream<
 export function notification<TParams extends ParamsSchema | undefined = undefined>(
   options: { params?: TParams } = {},
 ): NotificationDef<TParams> {
-  return Object.freeze({ kind: "notification", params: options.params as TParams });
+  return Object.freeze({
+    kind: "notification",
+    params: options.params as TParams,
+  }) as NotificationDef<TParams>;
 }
 
 const RESERVED_PREFIX = "rpc.";

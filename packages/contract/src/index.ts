@@ -3,6 +3,7 @@ export {
   type Contract,
   type ContractSide,
   type Definition,
+  type DefinitionBase,
   defineContract,
   type MethodDef,
   type MethodOptions,

@@ -172,9 +172,9 @@ describe("a client's streams and progress", () => {
         { onProgress: (value: { pct: number; step: string }) => value },
       );
       // A method without progress offers a listener that can receive nothing.
-      expectTypeOf<
-        NonNullable<CallOptions<InferProgress<S, "status">>["onProgress"]>
-      >().parameter(0).toBeNever();
+      expectTypeOf<NonNullable<CallOptions<InferProgress<S, "status">>["onProgress"]>>()
+        .parameter(0)
+        .toBeNever();
     };
     expectTypeOf(typeOnly).toBeFunction();
   });

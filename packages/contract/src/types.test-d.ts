@@ -120,7 +120,10 @@ describe("inferred params and results", () => {
 
   test("params are optional exactly when the schema accepts undefined or is absent", () => {
     expectTypeOf<CallArgs<S, "write">>().toEqualTypeOf<
-      [params: { filename: string; content: string }, options?: import("./types.js").CallOptions]
+      [
+        params: { filename: string; content: string },
+        options?: import("./types.js").CallOptions<never>,
+      ]
     >();
     expectTypeOf<[]>().toExtend<CallArgs<S, "list">>();
     expectTypeOf<[]>().toExtend<CallArgs<S, "now">>();

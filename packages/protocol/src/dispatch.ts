@@ -62,7 +62,7 @@ export function createDispatchTable(
     if (typeof handler !== "function") {
       throw new TypeError(`${role}: "${name}" is in the contract but has no handler function`);
     }
-    table.set(name, { ...compile(name, def), handler: handler as AnyHandler });
+    table.set(name, { ...compile(name, def as Definition), handler: handler as AnyHandler });
   }
   for (const name of Object.keys(handlers)) {
     if (!Object.hasOwn(side, name)) {
@@ -81,7 +81,7 @@ export function createRemoteTable(side: ContractSide): RemoteTable {
     const map = new Map<string, RemoteEntry>();
     for (const name of Object.keys(side)) {
       const def = side[name]!;
-      map.set(name, compile(name, def));
+      map.set(name, compile(name, def as Definition));
     }
     table = map;
     remoteCache.set(side, table);

@@ -266,9 +266,12 @@ describe("client handlers", () => {
     });
     // Outside a handler too, with the data intact.
     await client.call("ping");
-    await expect(server!.connections[0]!.peer.call("fail", { mode: "rpc" })).rejects.toMatchObject(
-      { name: "RpcError", code: -32050, message: "client says no", data: { why: "test" } },
-    );
+    await expect(server!.connections[0]!.peer.call("fail", { mode: "rpc" })).rejects.toMatchObject({
+      name: "RpcError",
+      code: -32050,
+      message: "client says no",
+      data: { why: "test" },
+    });
   });
 
   it("a plain throw reaches the server as -32603 and is reported on the client", async () => {

@@ -172,9 +172,11 @@ describe("progress on the wire", () => {
     await raw.send(request(1));
     expect(await raw.next()).toEqual({ jsonrpc: "2.0", id: 1, result: { done: 4 } });
     // A round trip after: had any rpc.progress been sent, it would be queued before this.
-    expect(await raw.request(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "ping" }))).toEqual(
-      { jsonrpc: "2.0", id: 2, result: "pong" },
-    );
+    expect(await raw.request(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "ping" }))).toEqual({
+      jsonrpc: "2.0",
+      id: 2,
+      result: "pong",
+    });
     expect(raw.unread).toBe(0);
   });
 
