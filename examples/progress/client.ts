@@ -23,6 +23,8 @@ export async function runJob(
     onStep?: (done: number) => void;
   } = {},
 ): Promise<Outcome> {
+  // On a terminal the bar redraws in place; piped, it prints one line per step.
+  const inline = process.stdout.isTTY === true;
   try {
     return await client.call(
       "crunch",
@@ -32,9 +34,9 @@ export async function runJob(
         onProgress: ({ done, total }) => {
           const width = 20;
           const filled = Math.round((done / total) * width);
-          console.log(
-            `progress ${done}/${total} [${"#".repeat(filled)}${".".repeat(width - filled)}]`,
-          );
+          const line = `progress ${done}/${total} [${"#".repeat(filled)}${".".repeat(width - filled)}]`;
+          if (inline) process.stdout.write(`\r${line}`);
+          else console.log(line);
           options.onStep?.(done);
         },
         // A long job: by default no timeout, the caller decides when to give up.
@@ -45,6 +47,8 @@ export async function runJob(
   } catch (error) {
     if (error instanceof AbortError) return "cancelled";
     throw error;
+  } finally {
+    if (inline) process.stdout.write("\n");
   }
 }
 

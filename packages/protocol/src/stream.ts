@@ -1,4 +1,4 @@
-import { ValidationError, type Validator } from "@ezipc/contract";
+import { RpcError, ValidationError, type Validator } from "@ezipc/contract";
 
 /** The default flow-control window of a stream: 64 items. */
 export const DEFAULT_STREAM_WINDOW = 64;
@@ -29,6 +29,8 @@ export class StreamConsumer implements AsyncIterableIterator<unknown> {
   #error: Error | undefined;
   #taken = 0;
   #tail: Promise<void> | undefined;
+  /** The producer's error, thrown once the items it sent before it were taken. */
+  #endError: Error | undefined;
 
   constructor(
     method: string,
@@ -126,10 +128,22 @@ export class StreamConsumer implements AsyncIterableIterator<unknown> {
     else finish();
   }
 
-  /** The stream failed: an error response, a lost connection, an abort. */
+  /**
+   * The stream failed. A producer's error response (an `RpcError`) comes after the items
+   * it sent, so those are delivered first; a lost connection, an abort or a timeout end the
+   * stream at once.
+   */
   reject(error: Error): void {
-    if (this.#tail) this.#tail.then(() => this.#fail(error));
-    else this.#fail(error);
+    const fail = () => {
+      if (error instanceof RpcError && this.#buffer.length > 0 && !this.finished) {
+        this.#ended = true;
+        this.#endError = error;
+        return;
+      }
+      this.#fail(error);
+    };
+    if (this.#tail) this.#tail.then(fail);
+    else fail();
   }
 
   #fail(error: Error): void {
@@ -147,8 +161,12 @@ export class StreamConsumer implements AsyncIterableIterator<unknown> {
   next(): Promise<IteratorResult<unknown>> {
     if (this.#buffer.length > 0) {
       const value = this.#buffer.shift();
-      this.#took();
+      if (this.#endError === undefined) this.#took();
       return Promise.resolve({ value, done: false });
+    }
+    if (this.#endError !== undefined) {
+      this.#error = this.#endError;
+      this.#endError = undefined;
     }
     if (this.#error) return Promise.reject(this.#error);
     if (this.#ended) return Promise.resolve({ value: undefined, done: true });
@@ -159,6 +177,7 @@ export class StreamConsumer implements AsyncIterableIterator<unknown> {
 
   /** Leaving a `for await` loop early: the producer is told to stop. */
   return(): Promise<IteratorResult<unknown>> {
+    this.#endError = undefined;
     if (!this.finished) {
       this.#ended = true;
       this.#buffer.length = 0;
