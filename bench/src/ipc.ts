@@ -46,8 +46,8 @@ export class Child {
   >();
   private exitError: Error | undefined;
 
-  constructor(entry: string, args: string[], options: { exposeGc?: boolean } = {}) {
-    const nodeArgs = ["--import", "tsx", ...(options.exposeGc ? ["--expose-gc"] : [])];
+  constructor(entry: string, args: string[], options: { nodeFlags?: string[] } = {}) {
+    const nodeArgs = ["--import", "tsx", ...(options.nodeFlags ?? [])];
     const script = fileURLToPath(new URL(entry, import.meta.url));
     // Through `sh` so the child can lift its open-file limit as far as the hard limit allows
     // (the idle scenario holds 10,000 sockets). `exec` keeps the IPC channel and the pid.

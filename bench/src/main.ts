@@ -1,7 +1,7 @@
 // `pnpm bench`: ezipc side by side with a raw-socket floor and peer RPC libraries.
 // Each library's server runs in a child process, its client here; see bench/README.md.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -18,6 +18,15 @@ setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
 /** One server child of one library on one transport, and (once a scenario needs it) a client. */
+/**
+ * The server processes' flags. --expose-gc lets the idle scenario read RSS after a collection.
+ * The young generation is fixed at its usual ceiling (16 MiB semi-spaces): V8 otherwise grows
+ * it from 1 MiB as allocation picks up, and that step, some 12 MiB of RSS at once, would land
+ * in whichever idle reading came after it. A busy server reaches that size anyway, so the
+ * throughput scenarios run as they would by default.
+ */
+const SERVER_FLAGS = ["--expose-gc", "--min-semi-space-size=16", "--max-semi-space-size=16"];
+
 interface Session {
   libId: string;
   server: Child;
@@ -27,8 +36,9 @@ interface Session {
 }
 
 async function openServer(lib: Library, transport: Transport, dir: string): Promise<Session> {
-  // --expose-gc so the idle scenario can read RSS after a collection; it costs calls nothing.
-  const server = new Child("./server-child.ts", [lib.id, transport, dir], { exposeGc: true });
+  const server = new Child("./server-child.ts", [lib.id, transport, dir], {
+    nodeFlags: SERVER_FLAGS,
+  });
   try {
     const { endpoint } = (await server.started) as { endpoint: Endpoint };
     return { libId: lib.id, server, endpoint, adapter: await lib.load(), client: undefined };
@@ -158,80 +168,108 @@ async function runStep(
   }
 }
 
+/** One library within a round: its live server (if any) and what it measured. */
+interface Slot {
+  lib: Library;
+  session: Session | undefined;
+  startFailure: Cell | undefined;
+  figures: Measurement["figures"];
+}
+
 /**
- * Every step of one library on one transport. The idle step runs first, on a server that has
- * served nobody else; the 10,000-connection run gets a server of its own. A step that fails or
- * times out ends its server; the next step starts a fresh one.
+ * One run on one transport. Steps go scenario by scenario, every library in turn, so RAW and
+ * each library are measured close together in time (load from other work on the machine drifts
+ * over minutes; the ratios should not). Each library keeps its server across the steps; the
+ * idle step comes first, so its server has served nobody else. A step that fails or times out
+ * ends that server, and the library's next step starts a fresh one.
  */
-async function benchLibrary(
-  lib: Library,
-  transport: Transport,
+async function benchRound(
   run: number,
+  transport: Transport,
   options: Options,
   dir: string,
   text: string,
   timedOut: Set<string>,
-): Promise<Measurement["figures"]> {
+): Promise<Measurement[]> {
   const tag = `[run ${run}/${options.runs} ${transport}]`;
-  const figures: Measurement["figures"] = {};
-  const steps: Step[][] = [[...options.scenarios]];
-  // The 10,000-connection figure is a capacity check, made once (in the first run).
-  if (options.scenarios.includes("idle") && lib.idle10k && run === 1) steps.push(["idle10k"]);
-  for (const group of steps) {
-    let session: Session | undefined;
-    let startFailure: Cell | undefined;
-    for (const step of group) {
-      // A step that timed out once is not given another minute in later runs.
-      const key = `${lib.id} ${transport} ${step}`;
-      if (timedOut.has(key)) {
-        const cell: Cell = {
-          failure: "timeout",
-          message: "timed out in an earlier run; not retried",
-        };
-        for (const k of KEYS[step]) figures[k] = cell;
-        log(`${tag} ${lib.id} ${step}: skipped (timed out in an earlier run)`);
-        continue;
-      }
-      if (!session && !startFailure) {
-        try {
-          session = await withTimeout(openServer(lib, transport, dir), options.limitMs, "start");
-        } catch (err) {
-          startFailure = failure(err);
-          log(
-            `${tag} ${lib.id}: the server did not start: ${(startFailure as { message: string }).message}`,
-          );
-        }
-      }
-      if (!session) {
-        for (const k of KEYS[step]) figures[k] = startFailure;
-        continue;
-      }
-      const stop: Stop = { stopped: false };
-      gc();
-      const started = performance.now();
+  const slots: Slot[] = options.libraries.map((lib) => ({
+    lib,
+    session: undefined,
+    startFailure: undefined,
+    figures: {},
+  }));
+
+  const runOne = async (slot: Slot, step: Step) => {
+    const { lib, figures } = slot;
+    // A step that timed out once is not given another full limit in later runs.
+    const key = `${lib.id} ${transport} ${step}`;
+    if (timedOut.has(key)) {
+      const cell: Cell = {
+        failure: "timeout",
+        message: "timed out in an earlier run; not retried",
+      };
+      for (const k of KEYS[step]) figures[k] = cell;
+      log(`${tag} ${lib.id} ${step}: skipped (timed out in an earlier run)`);
+      return;
+    }
+    if (!slot.session && !slot.startFailure) {
       try {
-        const result = await withTimeout(
-          runStep(step, session, options, text, stop),
-          options.limitMs,
-          step,
-        );
-        Object.assign(figures, result);
-        log(
-          `${tag} ${lib.id} ${step}: ${describe(result)} [${((performance.now() - started) / 1000).toFixed(1)} s]`,
-        );
+        slot.session = await withTimeout(openServer(lib, transport, dir), options.limitMs, "start");
       } catch (err) {
-        stop.stopped = true;
-        const cell = failure(err);
-        if (err instanceof BenchTimeout) timedOut.add(key);
-        for (const k of KEYS[step]) figures[k] = cell;
-        log(`${tag} ${lib.id} ${step}: ${JSON.stringify(cell)}`);
-        await closeSession(session);
-        session = undefined;
+        slot.startFailure = failure(err);
+        log(`${tag} ${lib.id}: the server did not start: ${JSON.stringify(slot.startFailure)}`);
       }
     }
-    if (session) await closeSession(session);
+    const session = slot.session;
+    if (!session) {
+      for (const k of KEYS[step]) figures[k] = slot.startFailure;
+      return;
+    }
+    const stop: Stop = { stopped: false };
+    gc();
+    const started = performance.now();
+    try {
+      const result = await withTimeout(
+        runStep(step, session, options, text, stop),
+        options.limitMs,
+        step,
+      );
+      Object.assign(figures, result);
+      const took = ((performance.now() - started) / 1000).toFixed(1);
+      log(`${tag} ${lib.id} ${step}: ${describe(result)} [${took} s]`);
+    } catch (err) {
+      stop.stopped = true;
+      const cell = failure(err);
+      if (err instanceof BenchTimeout) timedOut.add(key);
+      for (const k of KEYS[step]) figures[k] = cell;
+      log(`${tag} ${lib.id} ${step}: ${JSON.stringify(cell)}`);
+      await closeSession(session);
+      slot.session = undefined;
+    }
+  };
+
+  try {
+    for (const step of options.scenarios) {
+      for (const slot of slots) await runOne(slot, step);
+    }
+  } finally {
+    for (const slot of slots) {
+      if (slot.session) await closeSession(slot.session);
+      slot.session = undefined;
+    }
   }
-  return figures;
+  // The 10,000-connection figure is a capacity check, made once (in the first run), each on a
+  // server of its own.
+  if (options.scenarios.includes("idle") && run === 1) {
+    for (const slot of slots) {
+      if (!slot.lib.idle10k) continue;
+      slot.startFailure = undefined;
+      await runOne(slot, "idle10k");
+      if (slot.session) await closeSession(slot.session);
+      slot.session = undefined;
+    }
+  }
+  return slots.map((slot) => ({ run, transport, lib: slot.lib.id, figures: slot.figures }));
 }
 
 async function main(): Promise<void> {
@@ -260,13 +298,15 @@ async function main(): Promise<void> {
   log(
     `ezipc bench: ${options.libraries.map((l) => l.id).join(", ")} × ${options.transports.join(", ")} × ${options.runs} run(s)${options.quick ? " (quick: 1/10 counts)" : ""}`,
   );
+  if (loadAtStart > cpus().length * 0.5) {
+    log(
+      `note: the machine is busy (load average ${loadAtStart.toFixed(1)} on ${cpus().length} cores); absolute figures will be noisy, ratios less so`,
+    );
+  }
   const timedOut = new Set<string>();
   for (let run = 1; run <= options.runs; run++) {
     for (const transport of options.transports) {
-      for (const lib of options.libraries) {
-        const figures = await benchLibrary(lib, transport, run, options, dir, text, timedOut);
-        measurements.push({ run, transport, lib: lib.id, figures });
-      }
+      measurements.push(...(await benchRound(run, transport, options, dir, text, timedOut)));
     }
   }
   const seconds = (performance.now() - t0) / 1000;

@@ -5,6 +5,7 @@ import { fdLimit } from "./fd-limit.js";
 import { LIBRARIES } from "./libs/index.js";
 import type { Options, Transport } from "./options.js";
 import type { Figures } from "./scenarios.js";
+import { median } from "./stats.js";
 
 /** One figure of one run: a number, or why there is none. */
 export type Cell = number | { failure: "error" | "timeout"; message: string } | undefined;
@@ -98,12 +99,6 @@ function summarize(
     runs,
     failure,
   };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const ratioText = (r: number) => `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×`;

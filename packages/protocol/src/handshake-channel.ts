@@ -1,4 +1,4 @@
-import { AuthenticationError } from "@ezipc/contract";
+import { AuthenticationError, ConnectionClosedError, RpcError } from "@ezipc/contract";
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel } from "./handshake.js";
 import type { Transport } from "./transport.js";
 
@@ -42,6 +42,15 @@ export function transportHandshakeChannel(
     frame(payload) {
       // The payload may be a view into a socket chunk: keep a copy.
       const frame = payload.slice();
+      // A server that refuses us before the handshake (too many connections, shutting
+      // down) says why in a JSON-RPC error frame: report that, not a bad key.
+      if (read === 0 && frame[0] === 0x7b) {
+        const refusal = refusalOf(frame);
+        if (refusal !== undefined) {
+          fail(refusal);
+          return;
+        }
+      }
       if (++read === HANDSHAKE_FRAMES_READ) transport.maxFrameBytes = maxFrameBytes;
       if (waiter) {
         const w = waiter;
@@ -100,4 +109,21 @@ export function transportHandshakeChannel(
       return queue.splice(0);
     },
   };
+}
+
+/** The error a server sent instead of a challenge, as a `ConnectionClosedError`, if it is one. */
+function refusalOf(frame: Uint8Array): ConnectionClosedError | undefined {
+  try {
+    const message = JSON.parse(new TextDecoder().decode(frame)) as { error?: unknown };
+    if (typeof message !== "object" || message === null || message.error === undefined) {
+      return undefined;
+    }
+    const error = RpcError.fromJSON(message.error);
+    return new ConnectionClosedError(
+      `The server refused the connection: ${error.message} (${error.code})`,
+      { cause: error },
+    );
+  } catch {
+    return undefined;
+  }
 }

@@ -6,7 +6,7 @@ import {
   type Server as NetServer,
   type Socket,
 } from "node:net";
-import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
+import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from "node:tls";
 import {
   AuthenticationError,
   type Contract,
@@ -149,7 +149,9 @@ export class Server<
   #closing: Promise<void> | undefined;
   #nextConnection = 0;
   readonly #handshaking = new Set<Socket>();
-  #secureContext: SecureContext | undefined;
+  #tlsServer: TlsServer | undefined;
+  /** Sockets of a tls:// listener waiting for their TLS handshake, and what follows it. */
+  readonly #tlsWaiting = new WeakMap<Socket, (socket: Socket) => void>();
 
   constructor(
     contract: Contract<TServer, TClient>,
@@ -211,7 +213,7 @@ export class Server<
       if (options.tls === undefined) {
         throw new TypeError(`Listening on ${address} needs the tls option (key and cert)`);
       }
-      this.#secureContext = createSecureContext(nodeTlsOptions(options.tls, "server"));
+      this.#tlsServer = this.#createTlsServer(options.tls);
     }
     const net = createNetServer({ noDelay: true });
     net.on("connection", (socket) => this.#accept(socket, parsed));
@@ -396,30 +398,56 @@ export class Server<
       }
       socket.pause();
       socket.unshift(first);
-      const tlsOptions = this.#options.tls!;
-      const tlsSocket = new TLSSocket(socket, {
-        isServer: true,
-        secureContext: this.#secureContext!,
-        requestCert: tlsOptions.requestClientCertificate ?? false,
-        rejectUnauthorized: tlsOptions.requestClientCertificate ?? false,
-      });
-      tlsSocket.on("error", (error) => {
-        this.#report(error);
-        tlsSocket.destroy();
-      });
-      tlsSocket.once("secure", () => {
-        if ((tlsOptions.requestClientCertificate ?? false) && !tlsSocket.authorized) {
-          this.#report(
-            new AuthenticationError(
-              `Client certificate rejected: ${String(tlsSocket.authorizationError)}`,
-            ),
-          );
-          tlsSocket.destroy();
-          return;
-        }
-        proceed(tlsSocket);
-      });
+      this.#tlsWaiting.set(socket, proceed);
+      this.#tlsServer!.emit("connection", socket);
     });
+  }
+
+  /**
+   * The TLS side of a tls:// listener: a tls.Server that never listens, handed each socket
+   * that starts like TLS. Only a server-side TLSSocket made by a tls.Server gets
+   * `authorized` / `authorizationError`, which client-certificate checks need.
+   */
+  #createTlsServer(tls: TlsOptions): TlsServer {
+    const requireCert = tls.requestClientCertificate ?? false;
+    const server = createTlsServer({
+      ...nodeTlsOptions(tls, "server"),
+      // Our own handshake deadline applies; this one only has to be longer.
+      handshakeTimeout: 2 * (this.#options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT),
+    });
+    const rawOf = (tlsSocket: TLSSocket) => (tlsSocket as unknown as { _parent?: Socket })._parent;
+    server.on("tlsClientError", (error: Error, tlsSocket: TLSSocket) => {
+      this.#report(
+        requireCert && /certificate/i.test(error.message)
+          ? new AuthenticationError(`Client certificate rejected: ${error.message}`, {
+              cause: error,
+            })
+          : error,
+      );
+      tlsSocket.destroy();
+      rawOf(tlsSocket)?.destroy();
+    });
+    server.on("secureConnection", (tlsSocket: TLSSocket) => {
+      const raw = rawOf(tlsSocket);
+      const proceed = raw ? this.#tlsWaiting.get(raw) : undefined;
+      if (raw) this.#tlsWaiting.delete(raw);
+      if (proceed === undefined) {
+        tlsSocket.destroy();
+        return;
+      }
+      if (requireCert && !tlsSocket.authorized) {
+        this.#report(
+          new AuthenticationError(
+            `Client certificate rejected: ${String(tlsSocket.authorizationError)}`,
+          ),
+        );
+        tlsSocket.destroy();
+        return;
+      }
+      tlsSocket.on("error", () => {}); // reported through the transport
+      proceed(tlsSocket);
+    });
+    return server;
   }
 
   #transport(socket: Socket): SocketTransport {
@@ -583,5 +611,9 @@ function refuseConnection(socket: Socket, code: number, message: string): void {
   const frame = Buffer.allocUnsafe(4 + Buffer.byteLength(text));
   frame.writeUInt32BE(frame.length - 4, 0);
   frame.write(text, 4);
-  socket.end(frame);
+  // Whatever the peer sent is discarded (unread input would keep the socket from ever
+  // closing), and the socket is destroyed once the frame is out, or after a second.
+  socket.resume();
+  socket.end(frame, () => socket.destroy());
+  setTimeout(() => socket.destroy(), 1_000).unref();
 }

@@ -1,6 +1,11 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions, TlsOptions as NodeTlsOptions, TLSSocket } from "node:tls";
-import { AuthenticationError, type PeerCertificate } from "@ezipc/contract";
+import {
+  AuthenticationError,
+  ConnectionClosedError,
+  type PeerCertificate,
+  RpcError,
+} from "@ezipc/contract";
 import {
   acceptHandshake,
   connectHandshake,
@@ -144,6 +149,11 @@ export async function authenticate(
         ? await acceptHandshake(channel, handshake)
         : await connectHandshake(channel, handshake);
   } catch (error) {
+    // The channel's refusal (a JSON-RPC error instead of a challenge) is not about keys.
+    const refusal = error instanceof AuthenticationError ? error.cause : error;
+    if (refusal instanceof ConnectionClosedError && refusal.cause instanceof RpcError) {
+      throw refusal;
+    }
     if (
       role === "connect" &&
       error instanceof AuthenticationError &&

@@ -18,7 +18,7 @@ import {
 } from "ezipc";
 import { describe, expect } from "vitest";
 import { z } from "zod";
-import { type Cleanups, deferred, ErrorLog, isError, it } from "./helpers/cleanup.js";
+import { type Cleanups, deferred, ErrorLog, isError, it, within } from "./helpers/cleanup.js";
 import { header, RawSocket } from "./helpers/raw.js";
 
 const contract = defineContract({
@@ -68,7 +68,7 @@ async function start(
     },
     { ...options, onError: errors.hook },
   );
-  cleanups.add(server, (s) => s.close({ timeout: 1_000 }));
+  cleanups.add(server, (s) => within(s.close({ timeout: 1_000 }), 2_000, "server.close()"));
   await server.listen(
     kind === "unix" ? `unix:${join(cleanups.tempDir(), "s.sock")}` : "tcp://127.0.0.1:0",
   );

@@ -20,9 +20,9 @@ import {
   type ServerOptions,
 } from "ezipc";
 import fc from "fast-check";
-import { describe, expect } from "vitest";
+import { describe, expect, vi } from "vitest";
 import { z } from "zod";
-import { type Cleanups, ErrorLog, it } from "./helpers/cleanup.js";
+import { type Cleanups, ErrorLog, it, openSockets, within } from "./helpers/cleanup.js";
 import { frame, header, RawSocket } from "./helpers/raw.js";
 
 const contract = defineContract({
@@ -73,7 +73,7 @@ async function start(cleanups: Cleanups, kind: Kind, options: ServerOptions): Pr
     },
     { ...options, onError: errors.hook },
   );
-  cleanups.add(server, (s) => s.close({ timeout: 1_000 }));
+  cleanups.add(server, (s) => within(s.close({ timeout: 1_000 }), 2_000, "server.close()"));
   await server.listen(
     kind === "unix" ? `unix:${join(cleanups.tempDir(), "s.sock")}` : "tcp://127.0.0.1:0",
   );
@@ -81,7 +81,11 @@ async function start(cleanups: Cleanups, kind: Kind, options: ServerOptions): Pr
 }
 
 /** A well-behaved ezipc client, closed at cleanup; `ticks` collects server pushes. */
-async function goodClient(cleanups: Cleanups, server: Server, options: { authKey?: string } = {}) {
+async function goodClient(
+  cleanups: Cleanups,
+  server: { readonly address: string },
+  options: { authKey?: string } = {},
+) {
   const ticks: number[] = [];
   const client = await connect(contract, server.address, {
     ...options,
@@ -462,7 +466,10 @@ describe.each(KINDS)("maxConnections over %s", (kind) => {
     expect(await a.call("add", [1, 1])).toBe(2);
     expect(await b.call("add", [2, 2])).toBe(4);
     expect(server.connections).toHaveLength(2);
+    const baseline = openSockets();
 
+    // The user's way: connect, then call at once (the call is on the wire before the
+    // server's refusal arrives).
     const { client: excess } = await goodClient(cleanups, server);
     const error = await excess.call("add", [3, 3]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConnectionClosedError);
@@ -481,6 +488,11 @@ describe.each(KINDS)("maxConnections over %s", (kind) => {
     await freed;
     const { client: c } = await goodClient(cleanups, server);
     expect(await c.call("add", [5, 5])).toBe(10);
+
+    // Nothing of the refused connection is left open, on either side (a, gone, was
+    // replaced by c).
+    await excess.close();
+    await vi.waitFor(() => expect(openSockets()).toBe(baseline), { timeout: 1_000 });
   });
 
   it("with an authKey, the excess client is told there are too many connections (not that its key is wrong)", async ({
@@ -500,6 +512,37 @@ describe.each(KINDS)("maxConnections over %s", (kind) => {
     expect((error as Error).message).toMatch(/too many connections/i);
     expect(error).not.toBeInstanceOf(AuthenticationError);
     expect(await a.call("add", [2, 2])).toBe(4);
+  });
+});
+
+// Over TCP: that is where a remote peer could exhaust the server's file descriptors.
+describe("refused connections", () => {
+  it("are released even when the peer had sent bytes first: no socket is left open, close() completes", async ({
+    cleanups,
+  }) => {
+    const { server } = await start(cleanups, "tcp", {
+      maxUnauthenticated: 1,
+      authKey: "k",
+      handshakeTimeout: 60_000,
+    });
+    // One connection stuck in its handshake fills maxUnauthenticated: every further one is
+    // refused (-32003) and, having been refused, counts against no limit.
+    const stuck = await RawSocket.connect(cleanups, server.address);
+    await stuck.nextRaw();
+    const baseline = openSockets();
+    // Bounded: five refused peers, each sending a frame before reading the refusal.
+    for (let i = 0; i < 5; i++) {
+      const peer = await RawSocket.connect(cleanups, server.address);
+      await peer.send(`{"jsonrpc":"2.0","id":${i},"method":"add","params":[1,2]}`);
+      const refusal = await peer.next();
+      expect(refusal.error.code).toBe(ErrorCodes.Overloaded);
+      await peer.closed;
+    }
+    // Every refused peer is gone on its side; the server must not hold their sockets.
+    await vi.waitFor(() => expect(openSockets()).toBe(baseline), { timeout: 1_000 });
+    stuck.socket.destroy();
+    await stuck.closed;
+    await within(server.close({ timeout: 1_000 }), 3_000, "server.close()");
   });
 });
 

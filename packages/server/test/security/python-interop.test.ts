@@ -19,7 +19,7 @@ import {
 } from "ezipc";
 import { describe, expect, expectTypeOf } from "vitest";
 import { z } from "zod";
-import { type Cleanups, ErrorLog, isError, it } from "./helpers/cleanup.js";
+import { type Cleanups, ErrorLog, isError, it, within } from "./helpers/cleanup.js";
 import {
   ezipcAddress,
   findPythons,
@@ -124,7 +124,7 @@ async function startServer(
     },
     { ...options, onError: errors.hook },
   );
-  cleanups.add(server, (s) => s.close({ timeout: 1_000 }));
+  cleanups.add(server, (s) => within(s.close({ timeout: 1_000 }), 2_000, "server.close()"));
   const address =
     kind === "unix" ? `unix:${join(cleanups.tempDir(), "s.sock")}` : "tcp://127.0.0.1:0";
   await server.listen(address);

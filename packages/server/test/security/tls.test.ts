@@ -19,7 +19,7 @@ import {
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { z } from "zod";
 import { makeTestCerts, type TestCerts } from "./helpers/certs.js";
-import { Cleanups, ErrorLog, isError, it } from "./helpers/cleanup.js";
+import { Cleanups, ErrorLog, isError, it, within } from "./helpers/cleanup.js";
 
 const contract = defineContract({
   server: {
@@ -68,14 +68,16 @@ async function start(
     },
     { handshakeTimeout: 5_000, ...options, onError: errors.hook },
   );
-  cleanups.add(server, (s) => s.close({ timeout: 1_000 }));
+  cleanups.add(server, (s) => within(s.close({ timeout: 1_000 }), 2_000, "server.close()"));
   await server.listen(`${scheme}://127.0.0.1:0`);
   const port = Number(/:(\d+)$/.exec(server.address)![1]);
   return { server, errors, port };
 }
 
 /** The server's own certificate and key (signed by the test CA), as file paths. */
-function serverTls(extra: ServerOptions["tls"] = {}): ServerOptions["tls"] {
+function serverTls(
+  extra: Partial<NonNullable<ServerOptions["tls"]>> = {},
+): NonNullable<ServerOptions["tls"]> {
   return { key: certs.server.keyPath, cert: certs.server.certPath, ...extra };
 }
 

@@ -102,3 +102,26 @@ export const it = base.extend<{ cleanups: Cleanups }>({
     }
   },
 });
+
+/**
+ * `promise`, or a rejection naming `what` if it has not settled within `ms`. Only for
+ * cleanup steps: a library bug that makes `close()` hang must fail the test that caused
+ * it, not stall the whole run.
+ */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The sockets (TCP and Unix, both ends) this process holds open: a test runs client and
+ * server in one process, so a count back at its baseline means nothing was left open.
+ */
+export function openSockets(): number {
+  return process
+    .getActiveResourcesInfo()
+    .filter((r) => r === "TCPSocketWrap" || r === "PipeWrap" || r === "TLSWrap").length;
+}
