@@ -37,7 +37,6 @@ import {
   type AuthOptions,
   formatAddress,
   parseAddress,
-  type SocketTransport,
   type TlsOptions,
 } from "@ezipc/protocol/node";
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.js";
@@ -190,17 +189,14 @@ export interface ClientEvents {
 class Link {
   peer!: Peer;
   heartbeat: Heartbeat | undefined;
-  readonly transport: SocketTransport;
   readonly since = Date.now();
   /** Whether the peer was built and the client took the link over. */
   adopted = false;
   /** The close that arrived before the link was adopted. */
   early: { error: Error | undefined } | undefined;
   lost = false;
-
-  constructor(transport: SocketTransport) {
-    this.transport = transport;
-  }
+  /** The reason the server gave in its `rpc.goaway`, once it sent one ("" without one). */
+  goaway: string | undefined;
 }
 
 /** A call, notification or stream waiting for a connection. */
@@ -326,7 +322,9 @@ export class Client<TServer extends ContractSide>
   ): Promise<InferResult<TServer, K>> {
     const link = this.#link;
     const options = args[1] as CallOptions | undefined;
-    if (link !== undefined && !this.#retries(method)) {
+    // Without reconnect a call is the peer's alone; with it, the client may have to wait,
+    // or to resend a refused call.
+    if (link !== undefined && this.#reconnect === undefined) {
       return link.peer.call(method, args[0], options) as Promise<InferResult<TServer, K>>;
     }
     return this.#callSlowly(method, args[0], options) as Promise<InferResult<TServer, K>>;
@@ -414,6 +412,10 @@ export class Client<TServer extends ContractSide>
     );
   }
 
+  /**
+   * A call on a reconnecting client, or one made while disconnected: waits for a
+   * connection within its timeout, and sends it again only when that is known to be safe.
+   */
   async #callSlowly(
     method: string,
     params: unknown,
@@ -424,29 +426,48 @@ export class Client<TServer extends ContractSide>
       throw new TypeError(`"${method}" is not a method of the other side's contract`);
     }
     const timeout = effectiveTimeout(options?.timeout, this.#timeout);
-    const deadline = Date.now() + timeout;
+    const started = Date.now();
     let retries = this.#retries(method) ? this.#reconnect!.idempotentRetries : 0;
     for (;;) {
-      const link =
-        this.#link ?? (await this.#waitForLink("Call", method, params, timeout, options?.signal));
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw timedOut("Call", method, timeout, this.#settings.where);
-      try {
-        return await link.peer.call(
+      let link = this.#link;
+      let rest = options;
+      if (link === undefined || Date.now() > started) {
+        // Whatever time went by counts against the call's timeout.
+        const remaining = timeout - (Date.now() - started);
+        if (remaining <= 0) throw timedOut("Call", method, timeout, this.#settings.where);
+        link ??= await this.#waitForLink(
+          "Call",
           method,
           params,
-          timeout === Number.POSITIVE_INFINITY ? options : { ...options, timeout: remaining },
+          remaining,
+          options?.signal,
+          timeout,
         );
+        // Handed a connection that is already going (a goaway in the same read): wait again.
+        if (link.lost || link.goaway !== undefined) continue;
+        if (timeout !== Number.POSITIVE_INFINITY) {
+          const left = timeout - (Date.now() - started);
+          if (left <= 0) throw timedOut("Call", method, timeout, this.#settings.where);
+          rest = { ...options, timeout: left };
+        }
+      }
+      try {
+        return await link.peer.call(method, params, rest);
       } catch (error) {
+        if (this.#state === "closed" || this.#reconnect === undefined) throw error;
+        // Refused by a server that is going away (-32005 after its rpc.goaway): the call
+        // never ran there, so it goes to the next server, whatever the method.
+        if (
+          error instanceof RpcError &&
+          error.code === ErrorCodes.ShuttingDown &&
+          link.goaway !== undefined
+        ) {
+          continue;
+        }
         // In flight when the connection was lost: the server may or may not have run it.
         // Only a method the contract declares idempotent may be sent again.
-        if (
-          !(error instanceof ConnectionClosedError) ||
-          retries-- <= 0 ||
-          this.#state === "closed"
-        ) {
-          throw error;
-        }
+        if (error instanceof ConnectionClosedError && retries-- > 0) continue;
+        throw error;
       }
     }
   }
@@ -512,6 +533,7 @@ export class Client<TServer extends ContractSide>
     params: unknown,
     timeout: number,
     signal?: AbortSignal,
+    reported = timeout,
   ): Promise<Link> {
     const where = this.#settings.where;
     const failure = this.#unavailable(method);
@@ -561,7 +583,7 @@ export class Client<TServer extends ContractSide>
       if (timeout !== Number.POSITIVE_INFINITY) {
         timer = setTimeout(() => {
           done();
-          reject(timedOut(kind, method, timeout, where));
+          reject(timedOut(kind, method, reported, where));
         }, timeout);
       }
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -620,7 +642,7 @@ export class Client<TServer extends ContractSide>
   /** Builds the peer of a new connection and makes it the one calls go to. */
   #attach(dialed: Dialed): void {
     const options = this.#settings.options;
-    const link = new Link(dialed.transport);
+    const link = new Link();
     link.peer = new Peer({
       transport: dialed.transport,
       local: this.#settings.local,
@@ -671,6 +693,7 @@ export class Client<TServer extends ContractSide>
   }
 
   #goaway(link: Link, reason: string | undefined): void {
+    link.goaway = reason ?? "";
     this.emit("goaway", reason);
     if (this.#link !== link || this.#state === "closed") return;
     this.#link = undefined;
@@ -745,29 +768,33 @@ export class Client<TServer extends ContractSide>
     const started = Date.now();
     const controller = new AbortController();
     this.#dialing = controller;
-    dial(this.#settings.address, this.#settings.where, this.#settings.options, controller.signal)
-      .then(
-        (dialed) => {
-          this.#dialing = undefined;
-          if (this.#state === "closed") {
-            dialed.transport.destroy();
-            return;
-          }
-          this.#attach(dialed);
-        },
-        (error: Error) => {
-          this.#dialing = undefined;
-          if (this.#state === "closed") return;
-          if (isPermanentFailure(error)) {
-            this.#terminate(error, error);
-            return;
-          }
-          // The delay counts from the start of the failed attempt (gRPC): an attempt that
-          // took long to fail is followed sooner.
-          this.#setState("reconnecting");
-          this.#schedule(Math.max(0, started + this.#backoff.next() - Date.now()), error);
-        },
-      );
+    dial(
+      this.#settings.address,
+      this.#settings.where,
+      this.#settings.options,
+      controller.signal,
+    ).then(
+      (dialed) => {
+        this.#dialing = undefined;
+        if (this.#state === "closed") {
+          dialed.transport.destroy();
+          return;
+        }
+        this.#attach(dialed);
+      },
+      (error: Error) => {
+        this.#dialing = undefined;
+        if (this.#state === "closed") return;
+        if (isPermanentFailure(error)) {
+          this.#terminate(error, error);
+          return;
+        }
+        // The delay counts from the start of the failed attempt (gRPC): an attempt that
+        // took long to fail is followed sooner.
+        this.#setState("reconnecting");
+        this.#schedule(Math.max(0, started + this.#backoff.next() - Date.now()), error);
+      },
+    );
   }
 
   /**

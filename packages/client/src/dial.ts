@@ -194,7 +194,9 @@ function openSocket(
         tls && error.code !== "ECONNREFUSED" && error.code !== "ENOENT"
           ? AuthenticationError
           : ConnectionClosedError;
-      const failure = new ErrorClass(`Could not connect to ${address}: ${reason}`, { cause: error });
+      const failure = new ErrorClass(`Could not connect to ${address}: ${reason}`, {
+        cause: error,
+      });
       if (TRANSIENT_CODES.has(error.code ?? "") || /before secure TLS/.test(error.message)) {
         transient.add(failure);
       }

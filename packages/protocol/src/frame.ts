@@ -24,7 +24,8 @@ export interface FrameDecoderEvents {
 export class FrameDecoder {
   #max: number;
   readonly #events: FrameDecoderEvents;
-  readonly #header = new Uint8Array(HEADER_BYTES);
+  // A header split across chunks is accumulated as a number: no buffer per connection.
+  #headerValue = 0;
   #headerFill = 0;
   /** Bytes still expected for the current body (or still to discard), -1 when reading a header. */
   #remaining = -1;
@@ -70,7 +71,6 @@ export class FrameDecoder {
             (chunk[offset + 1]! << 16) +
             (chunk[offset + 2]! << 8) +
             chunk[offset + 3]!;
-          const head = chunk.subarray(offset, offset + HEADER_BYTES);
           offset += HEADER_BYTES;
           // A whole small frame inside the chunk is delivered as a view: no copy.
           if (size <= this.#max && length - offset >= size) {
@@ -78,17 +78,16 @@ export class FrameDecoder {
             offset += size;
             continue;
           }
-          this.#begin(size, head);
+          this.#begin(size);
           continue;
         }
-        const take = Math.min(HEADER_BYTES - this.#headerFill, length - offset);
-        this.#header.set(chunk.subarray(offset, offset + take), this.#headerFill);
-        this.#headerFill += take;
-        offset += take;
-        if (this.#headerFill < HEADER_BYTES) return;
-        const h = this.#header;
-        const size = ((h[0]! << 24) >>> 0) + (h[1]! << 16) + (h[2]! << 8) + h[3]!;
-        this.#begin(size, h.slice());
+        this.#headerValue = this.#headerValue * 256 + chunk[offset]!;
+        this.#headerFill++;
+        offset++;
+        if (this.#headerFill < HEADER_BYTES) continue;
+        const size = this.#headerValue;
+        this.#headerValue = 0;
+        this.#begin(size);
         continue;
       }
       const take = Math.min(this.#remaining, length - offset);
@@ -103,11 +102,13 @@ export class FrameDecoder {
   }
 
   /** Starts a body of `size` bytes after a header (the check comes before any allocation). */
-  #begin(size: number, head: Uint8Array): void {
+  #begin(size: number): void {
     this.#headerFill = 0;
     if (size > this.#max) {
       this.#discarding = true;
       this.#remaining = size;
+      const head = new Uint8Array(HEADER_BYTES);
+      writeHeader(head, 0, size);
       this.#events.oversize(size, head);
       return;
     }

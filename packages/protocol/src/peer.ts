@@ -165,10 +165,13 @@ export class Peer {
   readonly #onClose: PeerOptions["onClose"];
   readonly #onGoaway: PeerOptions["onGoaway"];
   readonly #pending = new Map<RequestId, PendingCall>();
-  readonly #deadlines = new Deadlines();
-  readonly #inbound = new Map<RequestId, InboundCall>();
-  /** Every running handler, notifications included, so a lost connection aborts them all. */
-  readonly #handlers = new Set<InboundCall>();
+  // Created on first use: an idle connection holds as little as possible.
+  #deadlines: Deadlines | undefined;
+  /**
+   * Running handlers that outlived their tick: requests by id, notifications and streams
+   * by their context, so a cancel finds one and a lost connection aborts them all.
+   */
+  #inbound: Map<RequestId | InboundCall, InboundCall> | undefined;
   readonly #idPrefix = nanoid(10);
   #nextId = 0;
   #running = 0;
@@ -176,7 +179,7 @@ export class Peer {
   #draining = false;
   #remoteError: Error | undefined;
   #closeError: Error | undefined;
-  readonly #idle = new Set<() => void>();
+  #idle: Set<() => void> | undefined;
 
   constructor(options: PeerOptions) {
     this.#transport = options.transport;
@@ -325,7 +328,7 @@ export class Peer {
         return;
       }
       if (timeout > 0 && timeout !== Number.POSITIVE_INFINITY)
-        this.#deadlines.add(timeout, pending);
+        this.#deadlineQueue().add(timeout, pending);
       if (signal !== undefined) {
         pending.signal = signal;
         pending.onAbort = () => {
@@ -416,7 +419,7 @@ export class Peer {
     const idle =
       this.#running === 0
         ? Promise.resolve()
-        : new Promise<void>((resolve) => this.#idle.add(resolve));
+        : new Promise<void>((resolve) => this.#idleWaiters().add(resolve));
     if (timeout === undefined) return idle;
     return pTimeout(
       idle.then(() => true),
@@ -627,7 +630,7 @@ export class Peer {
         return;
       }
       case "rpc.stream.credit": {
-        const inbound = this.#inbound.get(id);
+        const inbound = this.#inbound?.get(id);
         const credit = p.credit;
         if (inbound === undefined || typeof credit !== "number" || !(credit > 0)) return;
         inbound.credit += Math.floor(credit);
@@ -694,7 +697,7 @@ export class Peer {
         reason: `"${method}" is a notification: send it without an id`,
       });
     }
-    if (this.#inbound.has(id)) {
+    if (this.#inbound?.has(id)) {
       return errorResponse(id, ErrorCodes.InvalidRequest, "Invalid Request", {
         reason: "a request with this id is still running",
       });
@@ -819,8 +822,7 @@ export class Peer {
       // Only a handler that outlives this tick can be cancelled or cut off by a lost
       // connection, so only then is it registered (sync handlers cost no map entries).
       ctx.registered = true;
-      if (id !== undefined) this.#inbound.set(id, ctx);
-      this.#handlers.add(ctx);
+      this.#registry().set(id ?? ctx, ctx);
       return Promise.resolve(value).then(
         (v) => this.#finish(entry, id, ctx, v, undefined, false),
         (error: unknown) => this.#finish(entry, id, ctx, undefined, error, true),
@@ -839,14 +841,10 @@ export class Peer {
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
     this.#running--;
     if (inbound.registered) {
-      this.#handlers.delete(inbound);
-      if (id !== undefined) this.#inbound.delete(id);
+      this.#inbound?.delete(id ?? inbound);
     }
     if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-    if (this.#running === 0 && this.#idle.size > 0) {
-      for (const resolve of this.#idle) resolve();
-      this.#idle.clear();
-    }
+    if (this.#running === 0) this.#wakeIdle();
     if (failed) {
       if (id === undefined) {
         this.#report(error, { phase: "handler", method: entry.name });
@@ -916,7 +914,7 @@ export class Peer {
   }
 
   #cancelInbound(id: RequestId): void {
-    const inbound = this.#inbound.get(id);
+    const inbound = this.#inbound?.get(id);
     if (inbound === undefined) return;
     abortInbound(
       inbound,
@@ -1020,7 +1018,7 @@ export class Peer {
     if (onProgress !== undefined) {
       call.progress = { check: entry.progress, listener: onProgress as (v: unknown) => void };
     }
-    if (finite) this.#deadlines.add(timeout, call);
+    if (finite) this.#deadlineQueue().add(timeout, call);
     const signal = options?.signal;
     if (signal !== undefined) {
       call.signal = signal;
@@ -1052,6 +1050,28 @@ export class Peer {
     call.settled = true;
     if (call.onAbort !== undefined) call.signal!.removeEventListener("abort", call.onAbort);
     return call;
+  }
+
+  #registry(): Map<RequestId | InboundCall, InboundCall> {
+    if (this.#inbound === undefined) this.#inbound = new Map();
+    return this.#inbound;
+  }
+
+  #deadlineQueue(): Deadlines {
+    if (this.#deadlines === undefined) this.#deadlines = new Deadlines();
+    return this.#deadlines;
+  }
+
+  #idleWaiters(): Set<() => void> {
+    if (this.#idle === undefined) this.#idle = new Set();
+    return this.#idle;
+  }
+
+  #wakeIdle(): void {
+    const idle = this.#idle;
+    if (idle === undefined || idle.size === 0) return;
+    this.#idle = undefined;
+    for (const resolve of idle) resolve();
   }
 
   #sendCancel(id: RequestId): void {
@@ -1115,8 +1135,7 @@ export class Peer {
   ): Promise<ResponseMessage | undefined> {
     const ctx = inbound;
     inbound.registered = true;
-    this.#inbound.set(id, inbound);
-    this.#handlers.add(inbound);
+    this.#registry().set(id, inbound);
     this.#running++;
     let iterator: AsyncIterator<unknown> | undefined;
     let response: ResponseMessage;
@@ -1182,13 +1201,9 @@ export class Peer {
       }
     }
     this.#running--;
-    this.#handlers.delete(inbound);
     if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-    this.#inbound.delete(id);
-    if (this.#running === 0 && this.#idle.size > 0) {
-      for (const resolve of this.#idle) resolve();
-      this.#idle.clear();
-    }
+    this.#inbound?.delete(id);
+    if (this.#running === 0) this.#wakeIdle();
     return response;
   }
 
@@ -1262,13 +1277,15 @@ export class Peer {
     this.#closed = true;
     this.#closeError = error ?? this.#remoteError;
     const pending = [...this.#pending.keys()];
-    this.#deadlines.clear();
+    this.#deadlines?.clear();
     for (const id of pending) {
       const call = this.#take(id)!;
       call.reject(this.#closedError(call.method));
     }
     const reason = new ConnectionClosedError("Connection lost", { cause: this.#closeError });
-    for (const inbound of this.#handlers) abortInbound(inbound, reason);
+    if (this.#inbound !== undefined) {
+      for (const inbound of this.#inbound.values()) abortInbound(inbound, reason);
+    }
     this.#onClose?.(this.#closeError);
   }
 

@@ -65,7 +65,9 @@ export class SocketTransport implements Transport {
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #framesSeen = 0;
   #timerFrame = -1;
-  #paused: Uint8Array[] | undefined = [];
+  /** Chunks that arrived before `start`; allocated only if some do. */
+  #early: Uint8Array[] | undefined;
+  #started = false;
 
   constructor(socket: Duplex, options: SocketTransportOptions = {}) {
     this.socket = socket;
@@ -140,15 +142,18 @@ export class SocketTransport implements Transport {
 
   start(events: TransportEvents): void {
     this.#events = events;
-    const held = this.#paused;
-    this.#paused = undefined;
-    if (held) for (const chunk of held) this.#onData(chunk);
+    const first = !this.#started;
+    this.#started = true;
+    const held = this.#early;
+    this.#early = undefined;
+    if (first && held) for (const chunk of held) this.#onData(chunk);
     if (this.#closed) events.close(this.#error);
   }
 
   #onData = (chunk: Uint8Array): void => {
-    if (this.#paused !== undefined) {
-      this.#paused.push(chunk);
+    if (!this.#started) {
+      if (this.#early === undefined) this.#early = [];
+      this.#early.push(chunk);
       return;
     }
     if (this.#closed) return;
@@ -293,7 +298,7 @@ export class SocketTransport implements Transport {
     settle(waiters, new ConnectionClosedError("Connection closed", { cause: this.#error }));
     if (!this.socket.destroyed) this.socket.destroy();
     // Before start(), the owner learns of the close when it starts.
-    if (this.#paused === undefined) this.#events?.close(this.#error);
+    if (this.#started) this.#events?.close(this.#error);
   }
 }
 
