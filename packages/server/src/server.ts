@@ -417,12 +417,19 @@ export class Server<
     });
     const rawOf = (tlsSocket: TLSSocket) => (tlsSocket as unknown as { _parent?: Socket })._parent;
     server.on("tlsClientError", (error: Error, tlsSocket: TLSSocket) => {
+      // A rejected client certificate ends the handshake with a bare hang-up; the reason
+      // is on the socket.
+      const rejected = tlsSocket.authorizationError;
       this.#report(
-        requireCert && /certificate/i.test(error.message)
-          ? new AuthenticationError(`Client certificate rejected: ${error.message}`, {
+        rejected
+          ? new AuthenticationError(`Client certificate rejected: ${String(rejected)}`, {
               cause: error,
             })
-          : error,
+          : requireCert && /certificate/i.test(error.message)
+            ? new AuthenticationError(`Client certificate rejected: ${error.message}`, {
+                cause: error,
+              })
+            : error,
       );
       tlsSocket.destroy();
       rawOf(tlsSocket)?.destroy();
