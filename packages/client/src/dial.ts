@@ -4,10 +4,9 @@ import {
   AuthenticationError,
   ConnectionClosedError,
   type ConnectionInfo,
-  RpcError,
   TimeoutError,
 } from "@ezipc/contract";
-import { DEFAULT_MAX_FRAME_BYTES, type Transport, type TransportEvents } from "@ezipc/protocol";
+import { DEFAULT_MAX_FRAME_BYTES } from "@ezipc/protocol";
 import {
   type Address,
   type AuthOptions,
@@ -90,10 +89,9 @@ export async function dial(
     const cancel = () => transport.destroy(cancelled(where));
     signal?.addEventListener("abort", cancel, { once: true });
     const started = Date.now();
-    const tap = tapFirstFrame(transport);
     try {
       ({ leftover } = await authenticate(
-        tap.transport,
+        transport,
         "connect",
         { ...options, authKey: options.authKey },
         maxFrameBytes,
@@ -110,17 +108,7 @@ export async function dial(
         transient.add(error);
       }
       transport.destroy();
-      if (signal?.aborted) throw cancelled(where);
-      // A server over its limits answers with an error frame (id null) instead of its
-      // challenge, then closes: that reason, not "authentication failed", is the news.
-      const refusal = refusalIn(tap.first);
-      if (refusal !== undefined && error instanceof AuthenticationError) {
-        throw new ConnectionClosedError(
-          `Could not connect to ${where}: the server refused the connection: ${refusal.message} (${refusal.code})`,
-          { cause: refusal },
-        );
-      }
-      throw error;
+      throw signal?.aborted ? cancelled(where) : error;
     } finally {
       signal?.removeEventListener("abort", cancel);
     }
@@ -137,63 +125,6 @@ export async function dial(
       peerCertificate: socket instanceof TLSSocket ? peerCertificateOf(socket) : undefined,
     },
   };
-}
-
-/**
- * Hands `transport` to the handshake while keeping a copy of the first frame it receives
- * (the handshake's own reading is unchanged).
- */
-function tapFirstFrame(transport: SocketTransport): {
-  transport: Transport;
-  readonly first: Uint8Array | undefined;
-} {
-  let first: Uint8Array | undefined;
-  const tapped: Transport = {
-    send: (payload) => transport.send(payload),
-    flushed: () => transport.flushed(),
-    close: () => transport.close(),
-    destroy: (error) => transport.destroy(error),
-    get closed() {
-      return transport.closed;
-    },
-    get bufferedBytes() {
-      return transport.bufferedBytes;
-    },
-    get maxFrameBytes() {
-      return transport.maxFrameBytes;
-    },
-    set maxFrameBytes(max: number) {
-      transport.maxFrameBytes = max;
-    },
-    start: (events: TransportEvents) =>
-      transport.start({
-        ...events,
-        frame: (payload) => {
-          first ??= payload.slice(0, 256);
-          events.frame(payload);
-        },
-      }),
-  };
-  return {
-    transport: tapped,
-    get first() {
-      return first;
-    },
-  };
-}
-
-/** The error of a JSON-RPC error response with id null, if `frame` is one. */
-function refusalIn(frame: Uint8Array | undefined): RpcError | undefined {
-  if (frame === undefined || frame[0] !== 0x7b) return undefined; // "{"
-  try {
-    const message = JSON.parse(new TextDecoder().decode(frame)) as Record<string, unknown>;
-    if (message.jsonrpc !== "2.0" || message.id !== null || typeof message.error !== "object") {
-      return undefined;
-    }
-    return RpcError.fromJSON(message.error);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Failures of one attempt that a later attempt may not repeat, though their class says otherwise. */

@@ -365,21 +365,23 @@ export class Peer {
     } catch (error) {
       return Promise.reject(error);
     }
-    const write = (value: unknown): Promise<void> => {
-      try {
-        this.#transport.send(
-          JSON.stringify(
-            value === undefined
-              ? { jsonrpc: "2.0", method }
-              : { jsonrpc: "2.0", method, params: value },
-          ),
-        );
-      } catch (error) {
-        return Promise.reject(this.#wrapSendError(error, method));
-      }
-      return this.#transport.flushed();
-    };
-    return checked instanceof Promise ? checked.then(write) : write(checked);
+    return checked instanceof Promise
+      ? checked.then((value) => this.#sendNotify(entry, value))
+      : this.#sendNotify(entry, checked);
+  }
+
+  #sendNotify(entry: RemoteEntry, params: unknown): Promise<void> {
+    try {
+      const json = params === undefined ? undefined : JSON.stringify(params);
+      this.#transport.send(
+        json === undefined
+          ? `{"jsonrpc":"2.0","method":${entry.quoted}}`
+          : `{"jsonrpc":"2.0","method":${entry.quoted},"params":${json}}`,
+      );
+    } catch (error) {
+      return Promise.reject(this.#wrapSendError(error, entry.name));
+    }
+    return this.#transport.flushed();
   }
 
   /**

@@ -59,6 +59,8 @@ export class SocketTransport implements Transport {
   #queueBytes = 0;
   #flushScheduled = false;
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** The promise `flushed()` hands out until the current batch is written. */
+  #batch: Promise<void> | undefined;
   #closed = false;
   #ending = false;
   #error: Error | undefined;
@@ -224,14 +226,17 @@ export class SocketTransport implements Transport {
   flushed(): Promise<void> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError("Connection is closed"));
     if (this.#queue.length === 0 && this.socket.writableLength === 0) return Promise.resolve();
-    return new Promise((resolve, reject) => {
+    // Everything sent in one tick is written together, so one promise serves them all.
+    if (this.#batch !== undefined) return this.#batch;
+    this.#batch = new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
-      if (this.#queue.length === 0 && !this.#flushScheduled) {
-        // Everything is already in the socket; resolve once it drained.
-        this.#flushScheduled = true;
-        process.nextTick(this.#flush);
-      }
     });
+    if (this.#queue.length === 0 && !this.#flushScheduled) {
+      // Everything is already in the socket; resolve once it drained.
+      this.#flushScheduled = true;
+      process.nextTick(this.#flush);
+    }
+    return this.#batch;
   }
 
   /** Writes every queued frame in one buffer and one `write` call. */
@@ -246,6 +251,7 @@ export class SocketTransport implements Transport {
     this.#queueBytes = 0;
     const waiters = this.#waiters;
     this.#waiters = [];
+    this.#batch = undefined;
     if (queue.length === 0) {
       if (waiters.length > 0) this.socket.write(EMPTY, () => settle(waiters, this.#error));
       return;
@@ -295,6 +301,7 @@ export class SocketTransport implements Transport {
     this.#queueBytes = 0;
     const waiters = this.#waiters;
     this.#waiters = [];
+    this.#batch = undefined;
     settle(waiters, new ConnectionClosedError("Connection closed", { cause: this.#error }));
     if (!this.socket.destroyed) this.socket.destroy();
     // Before start(), the owner learns of the close when it starts.
