@@ -1414,9 +1414,22 @@ function requestText(
     // JSON.stringify returns undefined for a function or symbol: send no params at all.
     if (json !== undefined) text += `,"params":${json}`;
   }
-  if (meta !== undefined) text += `,"ezipc":${JSON.stringify(meta)}`;
+  if (meta !== undefined) {
+    // Nearly every call carries only the default timeout: its encoding is cached.
+    if (meta.progress === undefined && meta.credit === undefined && meta.timeout !== undefined) {
+      if (meta.timeout !== cachedTimeout) {
+        cachedTimeout = meta.timeout;
+        cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(meta.timeout)}}}`;
+      }
+      return text + cachedTimeoutText;
+    }
+    text += `,"ezipc":${JSON.stringify(meta)}`;
+  }
   return `${text}}`;
 }
+
+let cachedTimeout: number | undefined;
+let cachedTimeoutText = "";
 
 function abortError(method: string, signal: AbortSignal): AbortError {
   return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });

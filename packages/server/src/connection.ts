@@ -29,7 +29,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
   #transport: Transport | undefined;
   #closed: Promise<void> | undefined;
   #onClosed: (() => void) | undefined;
-  #heartbeat: Heartbeat | undefined;
+  #watch: Watch | undefined;
 
   /** @internal created by the server for each accepted socket */
   constructor(
@@ -79,14 +79,18 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
 
   /** @internal called by the server once the peer reports the close */
   markClosed(): void {
-    this.#heartbeat?.stop();
+    this.#watch?.stop();
     this.#onClosed?.();
   }
 
-  /** @internal tells the client we are going away (`rpc.goaway`): it sends no new calls here */
+  /**
+   * @internal tells the client we are going away (`rpc.goaway`): it sends no new calls
+   * here. Only a client known to speak ezipc is told: a plain JSON-RPC client would read
+   * the notification as the answer to its own call.
+   */
   goaway(reason?: string): void {
     const peer = this.#peer;
-    if (peer !== undefined && !peer.closed) peer.goaway(reason);
+    if (peer !== undefined && !peer.closed && this.#watch?.ezipc === true) peer.goaway(reason);
   }
 
   /**
@@ -104,12 +108,15 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
     }
   }
 
-  /** @internal starts watching the connection for silence (see `ServerOptions.heartbeat`) */
-  watch(socket: Duplex, interval: number, timeout: number): void {
+  /**
+   * @internal starts watching what the client sends: whether it speaks ezipc, and, with a
+   * heartbeat, whether it went silent (see `ServerOptions.heartbeat`)
+   */
+  watch(socket: Duplex, heartbeat: { interval: number; timeout: number } | undefined): void {
     const peer = this.#peer;
     const transport = this.#transport;
     if (peer === undefined || transport === undefined || peer.closed) return;
-    this.#heartbeat = new Heartbeat(socket, peer, transport, interval, timeout);
+    this.#watch = new Watch(socket, peer, transport, heartbeat);
   }
 
   /** Closes this connection gracefully; resolves once it is closed. */
@@ -128,31 +135,40 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
 const EZIPC_MARKERS = [Buffer.from('"method":"rpc.'), Buffer.from('"ezipc":{')];
 
 /**
- * Watches one connection for silence: after `interval` ms without a received byte it
- * sends `rpc.ping`, and destroys the connection when neither the answer nor any other byte
- * arrives within `timeout` ms. Only a client that has shown it speaks ezipc (it sent an
- * `rpc.*` message or ezipc's request metadata) is pinged: a plain JSON-RPC client would
- * read an unsolicited request as the answer to its own call.
+ * Watches what one client sends. It notes whether the client speaks ezipc (it sent an
+ * `rpc.*` message or ezipc's request metadata): only such a client is sent unsolicited
+ * messages (`rpc.ping`, `rpc.goaway`), which a plain JSON-RPC client would read as the
+ * answer to its own call. With a heartbeat, after `interval` ms without a received byte
+ * it sends `rpc.ping`, and destroys the connection when neither the answer nor any other
+ * byte arrives within `timeout` ms.
  */
-class Heartbeat {
+class Watch {
   readonly #peer: Peer;
   readonly #transport: Transport;
   readonly #socket: Duplex;
   readonly #interval: number;
   readonly #timeout: number;
+  readonly #heartbeat: boolean;
   #last = Date.now();
-  #ezipc = false;
+  /** Whether the client has shown it speaks ezipc. */
+  ezipc = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
-  constructor(socket: Duplex, peer: Peer, transport: Transport, interval: number, timeout: number) {
+  constructor(
+    socket: Duplex,
+    peer: Peer,
+    transport: Transport,
+    heartbeat: { interval: number; timeout: number } | undefined,
+  ) {
     this.#socket = socket;
     this.#peer = peer;
     this.#transport = transport;
-    this.#interval = Math.max(1, interval);
-    this.#timeout = Math.max(1, timeout);
+    this.#heartbeat = heartbeat !== undefined;
+    this.#interval = Math.max(1, heartbeat?.interval ?? 0);
+    this.#timeout = Math.max(1, heartbeat?.timeout ?? 0);
     socket.on("data", this.#onData);
-    this.#arm(this.#interval);
+    if (this.#heartbeat) this.#arm(this.#interval);
   }
 
   stop(): void {
@@ -164,8 +180,10 @@ class Heartbeat {
 
   #onData = (chunk: Buffer | string): void => {
     this.#last = Date.now();
-    if (!this.#ezipc && typeof chunk !== "string") {
-      this.#ezipc = EZIPC_MARKERS.some((marker) => chunk.includes(marker));
+    if (!this.ezipc && typeof chunk !== "string") {
+      this.ezipc = EZIPC_MARKERS.some((marker) => chunk.includes(marker));
+      // Known, and nothing else to watch for: stop looking at every chunk.
+      if (this.ezipc && !this.#heartbeat) this.#socket.off("data", this.#onData);
     }
   };
 
@@ -177,7 +195,7 @@ class Heartbeat {
 
   #tick = (): void => {
     this.#timer = undefined;
-    if (!this.#ezipc) {
+    if (!this.ezipc) {
       this.#arm(this.#interval);
       return;
     }

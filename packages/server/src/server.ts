@@ -256,8 +256,8 @@ export class Server<
   }
 
   /**
-   * Shuts down gracefully: stops accepting, sends `rpc.goaway` to every client (they send
-   * no new calls here; reconnecting clients go find the next server), answers calls that
+   * Shuts down gracefully: stops accepting, sends `rpc.goaway` to every ezipc client (they
+   * send no new calls here; reconnecting clients go find the next server), answers calls that
    * still arrive with -32005 (shutting down), lets in-flight calls finish within the grace
    * period, then closes every connection. Calls still running then are cut off: their
    * callers get `ConnectionClosedError` caused by a -32005 error saying so.
@@ -512,13 +512,15 @@ export class Server<
     connection.attach(peer, transport);
     if (transport.closed) return;
     const heartbeat = options.heartbeat;
-    if (heartbeat !== false) {
-      connection.watch(
-        socket,
-        heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
-        heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
-      );
-    }
+    connection.watch(
+      socket,
+      heartbeat === false
+        ? undefined
+        : {
+            interval: heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
+            timeout: heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+          },
+    );
     this.#connections.add(connection);
     this.emit("connect", connection);
     for (const frame of leftover) peer.receive(frame);
