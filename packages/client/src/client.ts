@@ -197,6 +197,19 @@ class Link {
   lost = false;
   /** The reason the server gave in its `rpc.goaway`, once it sent one ("" without one). */
   goaway: string | undefined;
+  /** Our own `rpc.ping`s awaiting their answer: not the user's calls. */
+  pings = 0;
+
+  /** Sends `rpc.ping`, kept out of the client's `pendingCount`. */
+  ping(timeout: number): Promise<void> {
+    this.pings++;
+    const settled = () => {
+      this.pings--;
+    };
+    const answer = this.peer.ping(timeout);
+    answer.then(settled, settled);
+    return answer;
+  }
 }
 
 /** A call, notification or stream waiting for a connection. */
@@ -296,7 +309,8 @@ export class Client<TServer extends ContractSide>
   /** Calls awaiting their result, including those waiting for a connection. */
   get pendingCount(): number {
     let count = this.#waiters.size;
-    for (const link of this.#links) count += link.peer.pendingCount;
+    // (A ping that just settled leaves the peer's count a microtask before ours.)
+    for (const link of this.#links) count += Math.max(0, link.peer.pendingCount - link.pings);
     return count;
   }
 
@@ -672,12 +686,17 @@ export class Client<TServer extends ContractSide>
       this.#lost(link, link.early.error);
       return;
     }
+    if (this.#reconnect !== undefined && !link.lost) {
+      // One rpc.ping up front: the server learns we speak ezipc, so it tells us of its
+      // shutdowns with rpc.goaway (a server says nothing unsolicited to a plain JSON-RPC
+      // client). Its answer, or the lack of one, is the heartbeat's business.
+      link.ping(this.#heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT).catch(() => undefined);
+    }
     const heartbeat = this.#heartbeat;
     if (heartbeat !== undefined && !link.lost) {
-      const peer = link.peer;
       link.heartbeat = new Heartbeat(
         heartbeat,
-        (timeout) => peer.ping(timeout),
+        (timeout) => link.ping(timeout),
         (error) => dialed.transport.destroy(error),
       );
       dialed.socket.on("data", link.heartbeat.touch);
@@ -791,7 +810,6 @@ export class Client<TServer extends ContractSide>
         }
         // The delay counts from the start of the failed attempt (gRPC): an attempt that
         // took long to fail is followed sooner.
-        this.#setState("reconnecting");
         this.#schedule(Math.max(0, started + this.#backoff.next() - Date.now()), error);
       },
     );
