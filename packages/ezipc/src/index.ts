@@ -1,11 +1,16 @@
 // The one import for users: contracts, server, client, errors and their types.
 
 export {
+  type BackoffOptions,
   type BaseConnectOptions,
   Client,
   type ClientEvents,
+  type ClientState,
   type ConnectOptions,
   connect,
+  type HeartbeatOptions,
+  type ReconnectAttempt,
+  type ReconnectOptions,
 } from "@ezipc/client";
 export {
   AbortError,
@@ -55,6 +60,7 @@ export {
   type ValidationIssue,
 } from "@ezipc/contract";
 export { type Authorize, type ErrorReport, Peer, type Transport } from "@ezipc/protocol";
+export type { AuthOptions, TlsOptions } from "@ezipc/protocol/node";
 export {
   type CloseOptions,
   Connection,
