@@ -15,6 +15,7 @@ import {
   type MethodNames,
   type NotificationNames,
   type NotifyArgs,
+  type OpenRpcDocument,
   type RemoteApi,
   RpcError,
   type StreamArgs,
@@ -381,6 +382,18 @@ export class Client<TServer extends ContractSide>
     const link = this.#link;
     if (link !== undefined) return link.peer.notify(method, args[0]);
     return this.#notifySlowly(method, args[0]);
+  }
+
+  /**
+   * Asks the server for the OpenRPC document of what it serves (`rpc.discover`): names,
+   * JSON Schemas of params and results, which entries are notifications and streams.
+   */
+  discover(timeout?: number): Promise<OpenRpcDocument> {
+    const link = this.#link;
+    if (link === undefined) {
+      return Promise.reject(new ConnectionClosedError("Not connected: cannot discover"));
+    }
+    return link.peer.discover(timeout);
   }
 
   /**

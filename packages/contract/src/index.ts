@@ -52,4 +52,12 @@ export type {
   StreamNames,
   StreamOptions,
 } from "./types.js";
+export {
+  type ContentDescriptor,
+  type JsonSchema,
+  type OpenRpcDocument,
+  type OpenRpcMethod,
+  toOpenRpc,
+  wireSchema,
+} from "./openrpc.js";
 export { isPlainSchema, type Validator, validator } from "./validate.js";

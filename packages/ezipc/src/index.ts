@@ -45,6 +45,8 @@ export {
   type NotificationNames,
   type NotifyArgs,
   notification,
+  type OpenRpcDocument,
+  toOpenRpc,
   type PeerCertificate,
   ProtocolError,
   type RemoteApi,

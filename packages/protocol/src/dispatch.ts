@@ -3,6 +3,8 @@ import {
   type Definition,
   type HandlerContext,
   type Validator,
+  type OpenRpcDocument,
+  toOpenRpc,
   validator,
 } from "@ezipc/contract";
 
@@ -19,6 +21,8 @@ export interface LocalEntry {
   readonly progress: Validator | undefined;
   /** Stream items (streams). */
   readonly item: Validator | undefined;
+  /** The contract definition it was compiled from. */
+  readonly def: Definition;
   readonly handler: AnyHandler;
 }
 
@@ -40,6 +44,8 @@ export interface RemoteEntry {
   readonly item: Validator | undefined;
   /** The method name as a JSON string, encoded once for every request. */
   readonly quoted: string;
+  /** The contract definition it was compiled from. */
+  readonly def: Definition;
 }
 
 /** The methods the other side serves, compiled once. */
@@ -99,5 +105,20 @@ function compile(name: string, def: Definition): RemoteEntry {
     progress: def.kind === "method" && def.progress ? validator(def.progress) : undefined,
     item: def.kind === "stream" ? validator(def.item) : undefined,
     quoted: JSON.stringify(name),
+    def,
   };
+}
+
+const discoveries = new WeakMap<DispatchTable, OpenRpcDocument>();
+
+/** The OpenRPC document of what a dispatch table serves (`rpc.discover`), built once. */
+export function describeTable(table: DispatchTable): OpenRpcDocument {
+  let doc = discoveries.get(table);
+  if (doc === undefined) {
+    const side: Record<string, Definition> = {};
+    for (const [name, entry] of table) side[name] = entry.def;
+    doc = toOpenRpc(side as ContractSide);
+    discoveries.set(table, doc);
+  }
+  return doc;
 }

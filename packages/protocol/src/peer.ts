@@ -7,6 +7,7 @@ import {
   ErrorCodes,
   FrameTooLargeError,
   type HandlerContext,
+  type OpenRpcDocument,
   type RemoteApi,
   RpcError,
   type StreamOptions,
@@ -18,7 +19,13 @@ import {
 import { nanoid } from "nanoid";
 import pTimeout from "p-timeout";
 import { Deadlines, type Expiring } from "./deadlines.js";
-import type { DispatchTable, LocalEntry, RemoteEntry, RemoteTable } from "./dispatch.js";
+import {
+  type DispatchTable,
+  describeTable,
+  type LocalEntry,
+  type RemoteEntry,
+  type RemoteTable,
+} from "./dispatch.js";
 import {
   deeperThan,
   errorResponse,
@@ -400,6 +407,14 @@ export class Peer {
     return this.#send(PING, undefined, { timeout }).then(() => undefined);
   }
 
+  /**
+   * Asks the other side for the OpenRPC document of what it serves (`rpc.discover`).
+   * Rejects with `RpcError` -32601 when the other side does not support discovery.
+   */
+  discover(timeout = this.#timeout): Promise<OpenRpcDocument> {
+    return this.#send(DISCOVER, undefined, { timeout }) as Promise<OpenRpcDocument>;
+  }
+
   /** Tells the other side we are going away (`rpc.goaway`): it should send no new calls here. */
   goaway(reason?: string): void {
     this.#sendNotification("rpc.goaway", reason === undefined ? {} : { reason });
@@ -685,6 +700,14 @@ export class Peer {
   ): ResponseMessage | Promise<ResponseMessage | undefined> | undefined {
     if (method.startsWith("rpc.")) {
       if (method === "rpc.ping") return { jsonrpc: "2.0", id, result: "pong" };
+      if (method === "rpc.discover") {
+        try {
+          return { jsonrpc: "2.0", id, result: describeTable(this.#local) };
+        } catch (error) {
+          this.#report(error, { phase: "handler", method, id });
+          return errorResponse(id, ErrorCodes.InternalError, "Internal error");
+        }
+      }
       return errorResponse(id, ErrorCodes.MethodNotFound, "Method not found");
     }
     if (this.#draining) {
@@ -1450,7 +1473,10 @@ const PING: RemoteEntry = {
   result: undefined,
   progress: undefined,
   item: undefined,
+  def: { kind: "method" } as RemoteEntry["def"],
 };
+
+const DISCOVER: RemoteEntry = { ...PING, name: "rpc.discover", quoted: '"rpc.discover"' };
 
 const CHALLENGE = [..."#CHALLENGE#"].map((c) => c.charCodeAt(0));
 
