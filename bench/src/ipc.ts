@@ -47,7 +47,10 @@ export class Child {
   private exitError: Error | undefined;
 
   constructor(entry: string, args: string[], options: { nodeFlags?: string[] } = {}) {
-    const nodeArgs = ["--import", "tsx", ...(options.nodeFlags ?? [])];
+    // The bench's own --conditions (ezipc-dist: the built JavaScript, as users run it)
+    // apply to the server children too.
+    const conditions = process.execArgv.filter((a) => a.startsWith("--conditions"));
+    const nodeArgs = [...conditions, "--import", "tsx", ...(options.nodeFlags ?? [])];
     const script = fileURLToPath(new URL(entry, import.meta.url));
     // Through `sh` so the child can lift its open-file limit as far as the hard limit allows
     // (the idle scenario holds 10,000 sockets). `exec` keeps the IPC channel and the pid.

@@ -26,6 +26,14 @@ export {
   ValidationError,
   type ValidationIssue,
 } from "./errors.js";
+export {
+  type ContentDescriptor,
+  type JsonSchema,
+  type OpenRpcDocument,
+  type OpenRpcMethod,
+  toOpenRpc,
+  wireSchema,
+} from "./openrpc.js";
 export type {
   CallArgs,
   CallOptions,
@@ -52,12 +60,4 @@ export type {
   StreamNames,
   StreamOptions,
 } from "./types.js";
-export {
-  type ContentDescriptor,
-  type JsonSchema,
-  type OpenRpcDocument,
-  type OpenRpcMethod,
-  toOpenRpc,
-  wireSchema,
-} from "./openrpc.js";
 export { isPlainSchema, type Validator, validator } from "./validate.js";

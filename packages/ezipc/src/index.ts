@@ -46,7 +46,6 @@ export {
   type NotifyArgs,
   notification,
   type OpenRpcDocument,
-  toOpenRpc,
   type PeerCertificate,
   ProtocolError,
   type RemoteApi,
@@ -58,6 +57,7 @@ export {
   type StreamOptions,
   stream,
   TimeoutError,
+  toOpenRpc,
   ValidationError,
   type ValidationIssue,
 } from "@ezipc/contract";

@@ -2,9 +2,9 @@ import {
   type ContractSide,
   type Definition,
   type HandlerContext,
-  type Validator,
   type OpenRpcDocument,
   toOpenRpc,
+  type Validator,
   validator,
 } from "@ezipc/contract";
 

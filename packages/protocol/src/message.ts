@@ -77,3 +77,47 @@ export function errorResponse(
   if (data !== undefined) error.data = data;
   return { jsonrpc: "2.0", id, error };
 }
+
+/** The extension member ezipc adds to requests; a plain JSON-RPC peer ignores it. */
+export interface RequestMeta {
+  /** Milliseconds the caller will wait (its deadline, relative to sending). */
+  timeout?: number;
+  /** The caller listens for `rpc.progress`. */
+  progress?: true;
+  /** Initial credit of a stream: items the producer may send before waiting. */
+  credit?: number;
+}
+
+/**
+ * The JSON text of a request, with ezipc's extension member only when it has content.
+ * Built by hand around `JSON.stringify(params)`: our ids are URL-safe strings and the
+ * method name is encoded once per contract, so only the params need the encoder.
+ */
+export function requestText(
+  id: string,
+  quotedMethod: string,
+  params: unknown,
+  meta: RequestMeta | undefined,
+): string {
+  let text = `{"jsonrpc":"2.0","id":"${id}","method":${quotedMethod}`;
+  if (params !== undefined) {
+    const json = JSON.stringify(params);
+    // JSON.stringify returns undefined for a function or symbol: send no params at all.
+    if (json !== undefined) text += `,"params":${json}`;
+  }
+  if (meta !== undefined) {
+    // Nearly every call carries only the default timeout: its encoding is cached.
+    if (meta.progress === undefined && meta.credit === undefined && meta.timeout !== undefined) {
+      if (meta.timeout !== cachedTimeout) {
+        cachedTimeout = meta.timeout;
+        cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(meta.timeout)}}}`;
+      }
+      return text + cachedTimeoutText;
+    }
+    text += `,"ezipc":${JSON.stringify(meta)}`;
+  }
+  return `${text}}`;
+}
+
+let cachedTimeout: number | undefined;
+let cachedTimeoutText = "";

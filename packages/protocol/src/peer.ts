@@ -6,9 +6,7 @@ import {
   type ConnectionInfo,
   ErrorCodes,
   FrameTooLargeError,
-  type HandlerContext,
   type OpenRpcDocument,
-  type RemoteApi,
   RpcError,
   type StreamOptions,
   TimeoutError,
@@ -18,7 +16,8 @@ import {
 } from "@ezipc/contract";
 import { nanoid } from "nanoid";
 import pTimeout from "p-timeout";
-import { Deadlines, type Expiring } from "./deadlines.js";
+import { abortInbound, Context } from "./context.js";
+import { Deadlines } from "./deadlines.js";
 import {
   type DispatchTable,
   describeTable,
@@ -31,8 +30,11 @@ import {
   errorResponse,
   isValidId,
   type RequestId,
+  type RequestMeta,
   type ResponseMessage,
+  requestText,
 } from "./message.js";
+import { deferred, PendingCall } from "./pending.js";
 import { DEFAULT_STREAM_WINDOW, StreamConsumer } from "./stream.js";
 import type { Transport } from "./transport.js";
 
@@ -108,43 +110,6 @@ export type Authorize = (call: {
   readonly method: string;
   readonly params: unknown;
 }) => boolean | RpcError | Promise<boolean | RpcError>;
-
-/** A call of ours awaiting its response; also the unit the deadline queue tracks. */
-class PendingCall implements Expiring {
-  settled = false;
-  /** The progress schema and listener, when the caller asked for progress. */
-  progress:
-    | { readonly check: Validator | undefined; readonly listener: (v: unknown) => void }
-    | undefined = undefined;
-  /** The consumer, when this is a stream. */
-  consumer: StreamConsumer | undefined = undefined;
-  signal: AbortSignal | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
-
-  constructor(
-    readonly id: RequestId,
-    readonly method: string,
-    readonly result: Validator | undefined,
-    readonly resolve: (value: unknown) => void,
-    readonly reject: (error: Error) => void,
-    readonly timeout: number,
-    readonly onExpire: (call: PendingCall) => void,
-  ) {}
-
-  expire(): void {
-    this.onExpire(this);
-  }
-}
-
-/** The extension member ezipc adds to requests; a plain JSON-RPC peer ignores it. */
-interface RequestMeta {
-  /** Milliseconds the caller will wait (its deadline, relative to sending). */
-  timeout?: number;
-  /** The caller listens for `rpc.progress`. */
-  progress?: true;
-  /** Initial credit of a stream: items the producer may send before waiting. */
-  credit?: number;
-}
 
 /** What the peer tracks of a running handler: its context (see {@link Context}). */
 type InboundCall = Context;
@@ -1034,10 +999,7 @@ export class Peer {
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
     }
-    // A shared executor instead of a closure per call: it hands resolve/reject over.
-    const promise = new Promise<unknown>(captureExecutor);
-    const resolve = capturedResolve!;
-    const reject = capturedReject!;
+    const { promise, resolve, reject } = deferred();
     const call = new PendingCall(id, method, entry.result, resolve, reject, timeout, this.#expire);
     this.#pending.set(id, call);
     if (onProgress !== undefined) {
@@ -1324,77 +1286,6 @@ export class Peer {
   }
 }
 
-/**
- * The `ctx` of one handler call, and all the peer tracks of it while it runs. Its `signal`
- * (and the deadline's timer) exist only once a handler reads it.
- */
-class Context implements HandlerContext<any, any> {
-  readonly #peer: Peer;
-  readonly #entry: LocalEntry;
-  readonly connection: ConnectionInfo;
-  readonly id: RequestId | undefined;
-  /** When the caller stops waiting (Date.now() clock), from the request's `ezipc.timeout`. */
-  deadline: number | undefined = undefined;
-  /** @internal the abort controller, created when `signal` is first read */
-  controller: AbortController | undefined = undefined;
-  /** @internal why the call was aborted, once it was */
-  reason: Error | undefined = undefined;
-  /** @internal the deadline's timer, armed when `signal` is first read */
-  timer: ReturnType<typeof setTimeout> | undefined = undefined;
-  /** @internal the caller listens for progress */
-  wantsProgress = false;
-  /** @internal stream credit left */
-  credit = 0;
-  /** @internal the stream producer waiting for credit */
-  wake: (() => void) | undefined = undefined;
-  /** @internal in the peer's maps of running handlers */
-  registered = false;
-
-  constructor(
-    peer: Peer,
-    connection: ConnectionInfo,
-    entry: LocalEntry,
-    id: RequestId | undefined,
-  ) {
-    this.#peer = peer;
-    this.connection = connection;
-    this.#entry = entry;
-    this.id = id;
-  }
-
-  get peer(): RemoteApi<any> {
-    return this.#peer as unknown as RemoteApi<any>;
-  }
-
-  get method(): string {
-    return this.#entry.name;
-  }
-
-  get signal(): AbortSignal {
-    if (this.controller === undefined) {
-      const controller = new AbortController();
-      this.controller = controller;
-      if (this.reason !== undefined) controller.abort(this.reason);
-      else if (this.deadline !== undefined) {
-        // The deadline timer exists only once someone can observe it: a handler that never
-        // reads ctx.signal costs no timer.
-        this.timer = setTimeout(
-          () => {
-            this.timer = undefined;
-            abortInbound(this, new RpcError(ErrorCodes.DeadlineExceeded, "Deadline exceeded"));
-          },
-          Math.max(0, this.deadline - Date.now()),
-        );
-      }
-    }
-    return this.controller.signal;
-  }
-
-  progress(value: unknown): void {
-    this.#peer.sendProgress(this.#entry, this.id, this, value);
-  }
-}
-
 /** Settles a call with its validated result, or a `ValidationError`. */
 function settleResult(pending: PendingCall, r: Awaited<ReturnType<Validator["check"]>>): void {
   if (r.success) {
@@ -1410,59 +1301,8 @@ function settleResult(pending: PendingCall, r: Awaited<ReturnType<Validator["che
   );
 }
 
-function abortInbound(inbound: InboundCall, reason: Error): void {
-  if (inbound.reason !== undefined) return;
-  inbound.reason = reason;
-  if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-  inbound.controller?.abort(reason);
-  const wake = inbound.wake;
-  inbound.wake = undefined;
-  wake?.();
-}
-
-/**
- * The JSON text of a request, with ezipc's extension member only when it has content.
- * Built by hand around `JSON.stringify(params)`: our ids are URL-safe strings and the
- * method name is encoded once per contract, so only the params need the encoder.
- */
-function requestText(
-  id: string,
-  quotedMethod: string,
-  params: unknown,
-  meta: RequestMeta | undefined,
-): string {
-  let text = `{"jsonrpc":"2.0","id":"${id}","method":${quotedMethod}`;
-  if (params !== undefined) {
-    const json = JSON.stringify(params);
-    // JSON.stringify returns undefined for a function or symbol: send no params at all.
-    if (json !== undefined) text += `,"params":${json}`;
-  }
-  if (meta !== undefined) {
-    // Nearly every call carries only the default timeout: its encoding is cached.
-    if (meta.progress === undefined && meta.credit === undefined && meta.timeout !== undefined) {
-      if (meta.timeout !== cachedTimeout) {
-        cachedTimeout = meta.timeout;
-        cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(meta.timeout)}}}`;
-      }
-      return text + cachedTimeoutText;
-    }
-    text += `,"ezipc":${JSON.stringify(meta)}`;
-  }
-  return `${text}}`;
-}
-
-let cachedTimeout: number | undefined;
-let cachedTimeoutText = "";
-
 function abortError(method: string, signal: AbortSignal): AbortError {
   return new AbortError(`Call of "${method}" was aborted`, { cause: signal.reason });
-}
-
-let capturedResolve: ((value: unknown) => void) | undefined;
-let capturedReject: ((error: Error) => void) | undefined;
-function captureExecutor(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
-  capturedResolve = resolve;
-  capturedReject = reject;
 }
 
 const PING: RemoteEntry = {
