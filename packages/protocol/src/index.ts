@@ -16,6 +16,12 @@ export {
   sniffForeignProtocol,
   writeHeader,
 } from "./frame.js";
+export {
+  DEFAULT_HEARTBEAT_INTERVAL,
+  DEFAULT_HEARTBEAT_TIMEOUT,
+  Heartbeat,
+  type HeartbeatOptions,
+} from "./heartbeat.js";
 export { createMemoryTransportPair } from "./memory-transport.js";
 export {
   deeperThan,

@@ -1,14 +1,6 @@
 import type { Duplex } from "node:stream";
-import {
-  ConnectionClosedError,
-  type ConnectionInfo,
-  type ContractSide,
-  type PeerCertificate,
-  type RemoteApi,
-  RpcError,
-  TimeoutError,
-} from "@ezipc/contract";
-import { errorResponse, type Peer, type Transport } from "@ezipc/protocol";
+import type { ConnectionInfo, ContractSide, PeerCertificate, RemoteApi } from "@ezipc/contract";
+import { errorResponse, Heartbeat, type Peer, type Transport } from "@ezipc/protocol";
 
 /**
  * One client's connection to a server: who it is, and `peer` for typed server → client
@@ -143,17 +135,10 @@ const EZIPC_MARKERS = [Buffer.from('"method":"rpc.'), Buffer.from('"ezipc":{')];
  * byte arrives within `timeout` ms.
  */
 class Watch {
-  readonly #peer: Peer;
-  readonly #transport: Transport;
   readonly #socket: Duplex;
-  readonly #interval: number;
-  readonly #timeout: number;
-  readonly #heartbeat: boolean;
-  #last = Date.now();
+  readonly #heartbeat: Heartbeat | undefined;
   /** Whether the client has shown it speaks ezipc. */
   ezipc = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #stopped = false;
 
   constructor(
     socket: Duplex,
@@ -162,65 +147,29 @@ class Watch {
     heartbeat: { interval: number; timeout: number } | undefined,
   ) {
     this.#socket = socket;
-    this.#peer = peer;
-    this.#transport = transport;
-    this.#heartbeat = heartbeat !== undefined;
-    this.#interval = Math.max(1, heartbeat?.interval ?? 0);
-    this.#timeout = Math.max(1, heartbeat?.timeout ?? 0);
+    this.#heartbeat =
+      heartbeat === undefined
+        ? undefined
+        : new Heartbeat(
+            heartbeat,
+            (timeout) => peer.ping(timeout),
+            (error) => transport.destroy(error),
+            () => this.ezipc,
+          );
     socket.on("data", this.#onData);
-    if (this.#heartbeat) this.#arm(this.#interval);
   }
 
   stop(): void {
-    this.#stopped = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#heartbeat?.stop();
     this.#socket.off("data", this.#onData);
   }
 
   #onData = (chunk: Buffer | string): void => {
-    this.#last = Date.now();
+    this.#heartbeat?.touch();
     if (!this.ezipc && typeof chunk !== "string") {
       this.ezipc = EZIPC_MARKERS.some((marker) => chunk.includes(marker));
       // Known, and nothing else to watch for: stop looking at every chunk.
-      if (this.ezipc && !this.#heartbeat) this.#socket.off("data", this.#onData);
+      if (this.ezipc && this.#heartbeat === undefined) this.#socket.off("data", this.#onData);
     }
-  };
-
-  #arm(delay: number): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(this.#tick, delay);
-    this.#timer.unref?.();
-  }
-
-  #tick = (): void => {
-    this.#timer = undefined;
-    if (!this.ezipc) {
-      this.#arm(this.#interval);
-      return;
-    }
-    const silent = Date.now() - this.#last;
-    if (silent < this.#interval) {
-      this.#arm(this.#interval - silent);
-      return;
-    }
-    const sent = Date.now();
-    this.#peer.ping(this.#timeout).then(
-      () => this.#arm(this.#interval),
-      (error: unknown) => {
-        if (this.#stopped || error instanceof ConnectionClosedError) return;
-        if (!(error instanceof TimeoutError) || error instanceof RpcError || this.#last > sent) {
-          this.#arm(this.#interval);
-          return;
-        }
-        this.stop();
-        this.#transport.destroy(
-          new ConnectionClosedError(
-            `No answer to rpc.ping within ${this.#timeout} ms after ${this.#interval} ms of ` +
-              "silence (heartbeat): the client is unresponsive; connection closed",
-          ),
-        );
-      },
-    );
   };
 }
