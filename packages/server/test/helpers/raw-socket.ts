@@ -129,6 +129,11 @@ export class RawClient {
     return this.#frames.length;
   }
 
+  /** Every frame received and not yet read, taken. */
+  drain(): Buffer[] {
+    return this.#frames.splice(0);
+  }
+
   /** Destroys the socket and waits for 'close'. */
   async destroy(): Promise<void> {
     this.socket.destroy();
