@@ -723,7 +723,7 @@ export class Peer {
       if (checked instanceof Promise) {
         this.#running++;
         return checked.then((r) => {
-          this.#running--;
+          this.#release();
           if (!r.success) return this.#invalidParams(entry, id, r.issues, r.error);
           return this.#authorized(entry, r.data, id, meta);
         });
@@ -769,11 +769,11 @@ export class Peer {
       this.#running++;
       return Promise.resolve(verdict).then(
         (v) => {
-          this.#running--;
+          this.#release();
           return decide(v);
         },
         (error: unknown) => {
-          this.#running--;
+          this.#release();
           return decide(error);
         },
       );
@@ -829,12 +829,7 @@ export class Peer {
     error: unknown,
     failed: boolean,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
-    this.#running--;
-    if (inbound.registered) {
-      this.#inbound?.delete(id ?? inbound);
-    }
-    if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-    if (this.#running === 0) this.#wakeIdle();
+    this.#release(inbound, id);
     if (failed) {
       if (id === undefined) {
         this.#report(error, { phase: "handler", method: entry.name });
@@ -1054,6 +1049,19 @@ export class Peer {
     return this.#idle;
   }
 
+  /**
+   * The one way a unit of work (a handler, or an async check before it) ends: counted
+   * out, unregistered, its deadline timer cleared, and `whenIdle` woken at zero.
+   */
+  #release(inbound?: InboundCall, id?: RequestId): void {
+    this.#running--;
+    if (inbound !== undefined) {
+      if (inbound.registered) this.#inbound?.delete(id ?? inbound);
+      if (inbound.timer !== undefined) clearTimeout(inbound.timer);
+    }
+    if (this.#running === 0) this.#wakeIdle();
+  }
+
   #wakeIdle(): void {
     const idle = this.#idle;
     if (idle === undefined || idle.size === 0) return;
@@ -1187,10 +1195,7 @@ export class Peer {
         }
       }
     }
-    this.#running--;
-    if (inbound.timer !== undefined) clearTimeout(inbound.timer);
-    this.#inbound?.delete(id);
-    if (this.#running === 0) this.#wakeIdle();
+    this.#release(inbound, id);
     return response;
   }
 
