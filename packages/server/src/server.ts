@@ -24,6 +24,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type DispatchTable,
   type ErrorReport,
+  encodeFrame,
   errorResponse,
   Peer,
   type RemoteTable,
@@ -616,10 +617,7 @@ async function listenOwnerOnly(net: NetServer, path: string): Promise<void> {
 /** Sends a final error frame to a connection refused before it started, then closes it. */
 function refuseConnection(socket: Socket, code: number, message: string): void {
   socket.on("error", () => {});
-  const text = JSON.stringify(errorResponse(null, code, message));
-  const frame = Buffer.allocUnsafe(4 + Buffer.byteLength(text));
-  frame.writeUInt32BE(frame.length - 4, 0);
-  frame.write(text, 4);
+  const frame = encodeFrame(Buffer.from(JSON.stringify(errorResponse(null, code, message))));
   // Whatever the peer sent is discarded (unread input would keep the socket from ever
   // closing), and the socket is destroyed once the frame is out, or after a second.
   socket.resume();
