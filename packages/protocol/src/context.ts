@@ -32,8 +32,10 @@ export class Context implements HandlerContext<any, any> {
   credit = 0;
   /** @internal the stream producer waiting for credit */
   wake: (() => void) | undefined = undefined;
-  /** @internal in the peer's maps of running handlers */
+  /** @internal in the peer's registry of running handlers */
   registered = false;
+  /** @internal its number there, when it has no id (a notification) */
+  slot = 0;
 
   constructor(
     peer: Peer,

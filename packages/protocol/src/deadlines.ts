@@ -1,15 +1,8 @@
-/** Something that expires at a deadline unless it settled first. */
-export interface Expiring {
-  /** Whether it settled already (its deadline no longer matters). */
-  readonly settled: boolean;
-  /** Called once the deadline passed, if it had not settled. */
-  expire(): void;
-}
-
 interface Lane {
   /** Deadlines in insertion order; with one duration per lane, also in expiry order. */
   readonly at: number[];
-  readonly items: Expiring[];
+  /** The id each deadline belongs to. */
+  readonly ids: number[];
   head: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
@@ -18,32 +11,46 @@ interface Lane {
  * One timer structure for every pending call of a peer, instead of a timer (and a promise
  * wrapper) per call. Calls are grouped in lanes by their timeout; within a lane deadlines
  * arrive in order, so adding is a push, and each lane needs only one timer, armed for its
- * earliest deadline. Settled calls are not searched for and removed: each `add` first
- * drops the settled calls at the front of its lane (calls mostly settle in the order they
- * were made), which keeps both the hot path O(1) and the memory bounded by the calls
- * actually pending.
+ * earliest deadline.
+ *
+ * Lanes hold ids (numbers), never the calls: a settled call is garbage at once, whatever
+ * the lane still lists. Settled ids are not searched for and removed: each `add` first drops
+ * the settled ids at the front of its lane (calls mostly settle in the order they were
+ * made), which keeps both the hot path O(1) and the memory bounded by the calls actually
+ * pending.
  */
 export class Deadlines {
   readonly #lanes = new Map<number, Lane>();
+  readonly #pending: (id: number) => boolean;
+  readonly #expire: (id: number) => void;
 
-  /** Schedules `item.expire()` in `ms` milliseconds. */
-  add(ms: number, item: Expiring): void {
+  /**
+   * @param pending whether the call with this id still awaits its response
+   * @param expire called once a pending call's deadline passed
+   */
+  constructor(pending: (id: number) => boolean, expire: (id: number) => void) {
+    this.#pending = pending;
+    this.#expire = expire;
+  }
+
+  /** Schedules `expire(id)` in `ms` milliseconds, unless the call settles first. */
+  add(ms: number, id: number): void {
     let lane = this.#lanes.get(ms);
     if (lane === undefined) {
-      lane = { at: [], items: [], head: 0, timer: undefined };
+      lane = { at: [], ids: [], head: 0, timer: undefined };
       this.#lanes.set(ms, lane);
     }
-    const items = lane.items;
+    const ids = lane.ids;
     let head = lane.head;
-    while (head < items.length && items[head]!.settled) head++;
-    if (head > 64 && head * 2 > items.length) {
+    while (head < ids.length && !this.#pending(ids[head]!)) head++;
+    if (head > 64 && head * 2 > ids.length) {
       lane.at.splice(0, head);
-      items.splice(0, head);
+      ids.splice(0, head);
       head = 0;
     }
     lane.head = head;
     lane.at.push(Date.now() + ms);
-    items.push(item);
+    ids.push(id);
     if (lane.timer === undefined) this.#arm(ms, lane, ms);
   }
 
@@ -64,29 +71,27 @@ export class Deadlines {
   #fire(ms: number, lane: Lane): void {
     lane.timer = undefined;
     const now = Date.now();
+    const { at, ids } = lane;
     let head = lane.head;
-    const expired: Expiring[] = [];
-    while (head < lane.at.length && lane.at[head]! <= now) {
-      expired.push(lane.items[head]!);
+    const expired: number[] = [];
+    while (head < at.length && at[head]! <= now) {
+      expired.push(ids[head]!);
       head++;
     }
-    if (head === lane.at.length) {
+    while (head < at.length && !this.#pending(ids[head]!)) head++;
+    if (head === at.length) {
       this.#lanes.delete(ms);
     } else {
-      while (head < lane.at.length && lane.items[head]!.settled) head++;
-      if (head === lane.at.length) {
-        this.#lanes.delete(ms);
-        for (const item of expired) if (!item.settled) item.expire();
-        return;
-      }
-      if (head > 64 && head * 2 > lane.at.length) {
-        lane.at.splice(0, head);
-        lane.items.splice(0, head);
+      if (head > 64 && head * 2 > at.length) {
+        at.splice(0, head);
+        ids.splice(0, head);
         head = 0;
       }
       lane.head = head;
-      this.#arm(ms, lane, lane.at[head]! - now);
+      this.#arm(ms, lane, at[head]! - now);
     }
-    for (const item of expired) if (!item.settled) item.expire();
+    // An expiry may run user code (a rejection handler) that adds calls: the lane is
+    // consistent before any of it runs.
+    for (const id of expired) if (this.#pending(id)) this.#expire(id);
   }
 }

@@ -90,33 +90,37 @@ export interface RequestMeta {
 
 /**
  * The JSON text of a request, with ezipc's extension member only when it has content.
- * Built by hand around `JSON.stringify(params)`: our ids are URL-safe strings and the
- * method name is encoded once per contract, so only the params need the encoder.
+ * Built by hand around `JSON.stringify(params)`: our ids are numbers and the method name is
+ * encoded once per contract, so only the params need the encoder.
  */
 export function requestText(
-  id: string,
+  id: number,
   quotedMethod: string,
   params: unknown,
-  meta: RequestMeta | undefined,
+  timeout: number | undefined,
+  progress?: boolean,
+  credit?: number,
 ): string {
-  let text = `{"jsonrpc":"2.0","id":"${id}","method":${quotedMethod}`;
+  let text = `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod}`;
   if (params !== undefined) {
     const json = JSON.stringify(params);
     // JSON.stringify returns undefined for a function or symbol: send no params at all.
     if (json !== undefined) text += `,"params":${json}`;
   }
-  if (meta !== undefined) {
+  if (!progress && credit === undefined) {
+    if (timeout === undefined) return `${text}}`;
     // Nearly every call carries only the default timeout: its encoding is cached.
-    if (meta.progress === undefined && meta.credit === undefined && meta.timeout !== undefined) {
-      if (meta.timeout !== cachedTimeout) {
-        cachedTimeout = meta.timeout;
-        cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(meta.timeout)}}}`;
-      }
-      return text + cachedTimeoutText;
+    if (timeout !== cachedTimeout) {
+      cachedTimeout = timeout;
+      cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(timeout)}}}`;
     }
-    text += `,"ezipc":${JSON.stringify(meta)}`;
+    return text + cachedTimeoutText;
   }
-  return `${text}}`;
+  const meta: RequestMeta = {};
+  if (timeout !== undefined) meta.timeout = timeout;
+  if (progress) meta.progress = true;
+  if (credit !== undefined) meta.credit = credit;
+  return `${text},"ezipc":${JSON.stringify(meta)}}`;
 }
 
 let cachedTimeout: number | undefined;

@@ -14,7 +14,7 @@ import {
   type ValidationIssue,
   type Validator,
 } from "@ezipc/contract";
-import { nanoid } from "nanoid";
+
 import pTimeout from "p-timeout";
 import { abortInbound, Context } from "./context.js";
 import { Deadlines } from "./deadlines.js";
@@ -34,7 +34,9 @@ import {
   type ResponseMessage,
   requestText,
 } from "./message.js";
-import { deferred, PendingCall } from "./pending.js";
+import { PendingCall } from "./pending.js";
+import { RunningCalls } from "./running.js";
+import { SlotTable } from "./slots.js";
 import { DEFAULT_STREAM_WINDOW, StreamConsumer } from "./stream.js";
 import type { Transport } from "./transport.js";
 
@@ -136,16 +138,16 @@ export class Peer {
   readonly #authorize: Authorize | undefined;
   readonly #onClose: PeerOptions["onClose"];
   readonly #onGoaway: PeerOptions["onGoaway"];
-  readonly #pending = new Map<RequestId, PendingCall>();
+  readonly #pending = new SlotTable<PendingCall>();
   // Created on first use: an idle connection holds as little as possible.
   #deadlines: Deadlines | undefined;
   /**
    * Running handlers that outlived their tick: requests by id, notifications and streams
    * by their context, so a cancel finds one and a lost connection aborts them all.
    */
-  #inbound: Map<RequestId | InboundCall, InboundCall> | undefined;
-  readonly #idPrefix = nanoid(10);
-  #nextId = 0;
+  #inbound: RunningCalls | undefined;
+  /** Our request ids: a counter per connection (JSON-RPC needs them unique per connection). */
+  #nextId = 1;
   #running = 0;
   #closed = false;
   #draining = false;
@@ -262,11 +264,11 @@ export class Peer {
     const signal = options?.signal;
     if (signal?.aborted) return failed(abortError(method, signal));
     const window = Math.max(1, Math.floor(options?.window ?? DEFAULT_STREAM_WINDOW));
-    const id = this.#idPrefix + (this.#nextId++).toString(36);
+    const id = this.#nextId++;
     const timeout = options?.timeout ?? 0;
     const consumer = new StreamConsumer(method, window, entry.item, {
       grant: (n) => {
-        if (this.#pending.has(id)) {
+        if (this.#pending.get(id) !== undefined) {
           this.#sendNotification("rpc.stream.credit", { id, credit: n });
         }
       },
@@ -276,15 +278,10 @@ export class Peer {
     });
     // The stream's end (the response) and failures reach the consumer through its pending
     // entry, like a call's; a deadline and an abort work as for calls.
-    const pending = new PendingCall(
-      id,
-      method,
-      undefined,
-      () => consumer.resolve(),
-      (error) => consumer.reject(error),
-      timeout,
-      this.#expire,
-    );
+    const pending = new PendingCall(id, method, undefined, timeout, {
+      resolve: () => consumer.resolve(),
+      reject: (error) => consumer.reject(error),
+    });
     pending.consumer = consumer;
     const start = (value: unknown) => {
       if (this.#closed) {
@@ -293,14 +290,14 @@ export class Peer {
       }
       this.#pending.set(id, pending);
       try {
-        this.#transport.send(requestText(id, entry.quoted, value, { credit: window }));
+        this.#transport.send(requestText(id, entry.quoted, value, undefined, undefined, window));
       } catch (error) {
         this.#take(id);
         consumer.reject(this.#wrapSendError(error, method));
         return;
       }
       if (timeout > 0 && timeout !== Number.POSITIVE_INFINITY)
-        this.#deadlineQueue().add(timeout, pending);
+        this.#deadlineQueue().add(timeout, id);
       if (signal !== undefined) {
         pending.signal = signal;
         pending.onAbort = () => {
@@ -687,7 +684,7 @@ export class Peer {
         reason: `"${method}" is a notification: send it without an id`,
       });
     }
-    if (this.#inbound?.has(id)) {
+    if (this.#inbound?.get(id) !== undefined) {
       return errorResponse(id, ErrorCodes.InvalidRequest, "Invalid Request", {
         reason: "a request with this id is still running",
       });
@@ -812,7 +809,7 @@ export class Peer {
       // Only a handler that outlives this tick can be cancelled or cut off by a lost
       // connection, so only then is it registered (sync handlers cost no map entries).
       ctx.registered = true;
-      this.#registry().set(id ?? ctx, ctx);
+      this.#registry().add(ctx);
       return Promise.resolve(value).then(
         (v) => this.#finish(entry, id, ctx, v, undefined, false),
         (error: unknown) => this.#finish(entry, id, ctx, undefined, error, true),
@@ -829,7 +826,7 @@ export class Peer {
     error: unknown,
     failed: boolean,
   ): ResponseMessage | undefined | Promise<ResponseMessage | undefined> {
-    this.#release(inbound, id);
+    this.#release(inbound);
     if (failed) {
       if (id === undefined) {
         this.#report(error, { phase: "handler", method: entry.name });
@@ -977,70 +974,70 @@ export class Peer {
   #send(entry: RemoteEntry, params: unknown, options: CallOptions | undefined): Promise<unknown> {
     const method = entry.name;
     if (this.#closed) return Promise.reject(this.#closedError(method));
-    const id = this.#idPrefix + (this.#nextId++).toString(36);
+    const id = this.#nextId++;
     const timeout = options?.timeout === undefined ? this.#timeout : options.timeout;
     const finite = timeout > 0 && timeout !== Number.POSITIVE_INFINITY;
     const onProgress = options?.onProgress;
-    const meta: RequestMeta | undefined =
-      onProgress !== undefined
-        ? finite
-          ? { timeout, progress: true }
-          : { progress: true }
-        : finite
-          ? { timeout }
-          : undefined;
     try {
-      this.#transport.send(requestText(id, entry.quoted, params, meta));
+      this.#transport.send(
+        requestText(
+          id,
+          entry.quoted,
+          params,
+          finite ? timeout : undefined,
+          onProgress !== undefined,
+        ),
+      );
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
     }
-    const { promise, resolve, reject } = deferred();
-    const call = new PendingCall(id, method, entry.result, resolve, reject, timeout, this.#expire);
+    const call = new PendingCall(id, method, entry.result, timeout);
     this.#pending.set(id, call);
     if (onProgress !== undefined) {
       call.progress = { check: entry.progress, listener: onProgress as (v: unknown) => void };
     }
-    if (finite) this.#deadlineQueue().add(timeout, call);
+    if (finite) this.#deadlineQueue().add(timeout, id);
     const signal = options?.signal;
     if (signal !== undefined) {
       call.signal = signal;
       call.onAbort = () => {
         if (this.#take(id) !== undefined) {
           this.#sendCancel(id);
-          reject(abortError(method, signal));
+          call.reject(abortError(method, signal));
         }
       };
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
-    return promise;
+    return call.promise!;
   }
 
   /** A call's deadline passed: it rejects with `TimeoutError` and the other side is told. */
-  readonly #expire = (call: PendingCall): void => {
-    if (this.#take(call.id) === undefined) return;
-    this.#sendCancel(call.id);
+  readonly #expire = (id: number): void => {
+    const call = this.#take(id);
+    if (call === undefined) return;
+    this.#sendCancel(id);
     call.reject(
       new TimeoutError(`Call of "${call.method}" timed out after ${call.timeout} ms`, call.timeout),
     );
   };
 
   /** Removes a pending call to settle it: it is then ignored by its deadline and its signal. */
-  #take(id: RequestId): PendingCall | undefined {
-    const call = this.#pending.get(id);
+  #take(id: unknown): PendingCall | undefined {
+    const call = this.#pending.take(id);
     if (call === undefined) return undefined;
-    this.#pending.delete(id);
-    call.settled = true;
     if (call.onAbort !== undefined) call.signal!.removeEventListener("abort", call.onAbort);
     return call;
   }
 
-  #registry(): Map<RequestId | InboundCall, InboundCall> {
-    if (this.#inbound === undefined) this.#inbound = new Map();
+  #registry(): RunningCalls {
+    if (this.#inbound === undefined) this.#inbound = new RunningCalls();
     return this.#inbound;
   }
 
   #deadlineQueue(): Deadlines {
-    if (this.#deadlines === undefined) this.#deadlines = new Deadlines();
+    if (this.#deadlines === undefined) {
+      this.#deadlines = new Deadlines((id) => this.#pending.get(id) !== undefined, this.#expire);
+    }
     return this.#deadlines;
   }
 
@@ -1053,10 +1050,10 @@ export class Peer {
    * The one way a unit of work (a handler, or an async check before it) ends: counted
    * out, unregistered, its deadline timer cleared, and `whenIdle` woken at zero.
    */
-  #release(inbound?: InboundCall, id?: RequestId): void {
+  #release(inbound?: InboundCall): void {
     this.#running--;
     if (inbound !== undefined) {
-      if (inbound.registered) this.#inbound?.delete(id ?? inbound);
+      if (inbound.registered) this.#inbound?.delete(inbound);
       if (inbound.timer !== undefined) clearTimeout(inbound.timer);
     }
     if (this.#running === 0) this.#wakeIdle();
@@ -1130,7 +1127,7 @@ export class Peer {
   ): Promise<ResponseMessage | undefined> {
     const ctx = inbound;
     inbound.registered = true;
-    this.#registry().set(id, inbound);
+    this.#registry().add(inbound);
     this.#running++;
     let iterator: AsyncIterator<unknown> | undefined;
     let response: ResponseMessage;
@@ -1195,7 +1192,7 @@ export class Peer {
         }
       }
     }
-    this.#release(inbound, id);
+    this.#release(inbound);
     return response;
   }
 
@@ -1268,10 +1265,11 @@ export class Peer {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeError = error ?? this.#remoteError;
-    const pending = [...this.#pending.keys()];
     this.#deadlines?.clear();
-    for (const id of pending) {
-      const call = this.#take(id)!;
+    const pending = this.#pending.values();
+    this.#pending.clear();
+    for (const call of pending) {
+      if (call.onAbort !== undefined) call.signal!.removeEventListener("abort", call.onAbort);
       call.reject(this.#closedError(call.method));
     }
     const reason = new ConnectionClosedError("Connection lost", { cause: this.#closeError });

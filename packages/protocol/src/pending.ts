@@ -1,11 +1,26 @@
 import type { Validator } from "@ezipc/contract";
-import type { Expiring } from "./deadlines.js";
-import type { RequestId } from "./message.js";
+import type { SlotTable } from "./slots.js";
 import type { StreamConsumer } from "./stream.js";
 
-/** A call of ours awaiting its response; also the unit the deadline queue tracks. */
-export class PendingCall implements Expiring {
-  settled = false;
+/** How a pending call settles: a promise's functions, or a stream consumer's. */
+export interface Settle {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+}
+
+let capturedResolve: ((value: unknown) => void) | undefined;
+let capturedReject: ((error: Error) => void) | undefined;
+function captureExecutor(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+/** A call of ours awaiting its response (held in a {@link SlotTable} by its id). */
+export class PendingCall {
+  /** What the caller awaits (absent for a stream, which settles its consumer instead). */
+  readonly promise: Promise<unknown> | undefined;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
   /** The progress schema and listener, when the caller asked for progress. */
   progress:
     | { readonly check: Validator | undefined; readonly listener: (v: unknown) => void }
@@ -16,36 +31,21 @@ export class PendingCall implements Expiring {
   onAbort: (() => void) | undefined = undefined;
 
   constructor(
-    readonly id: RequestId,
+    readonly id: number,
     readonly method: string,
     readonly result: Validator | undefined,
-    readonly resolve: (value: unknown) => void,
-    readonly reject: (error: Error) => void,
     readonly timeout: number,
-    readonly onExpire: (call: PendingCall) => void,
-  ) {}
-
-  expire(): void {
-    this.onExpire(this);
+    settle?: Settle,
+  ) {
+    if (settle === undefined) {
+      // The executor is shared: no closure per call (Promise.withResolvers needs Node 22).
+      this.promise = new Promise<unknown>(captureExecutor);
+      this.resolve = capturedResolve!;
+      this.reject = capturedReject!;
+    } else {
+      this.promise = undefined;
+      this.resolve = settle.resolve;
+      this.reject = settle.reject;
+    }
   }
-}
-
-let capturedResolve: ((value: unknown) => void) | undefined;
-let capturedReject: ((error: Error) => void) | undefined;
-function captureExecutor(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
-  capturedResolve = resolve;
-  capturedReject = reject;
-}
-
-/**
- * A promise and its settle functions, without a closure per call: the executor is shared
- * and hands resolve/reject over through module state (Promise.withResolvers needs Node 22).
- */
-export function deferred(): {
-  promise: Promise<unknown>;
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-} {
-  const promise = new Promise<unknown>(captureExecutor);
-  return { promise, resolve: capturedResolve!, reject: capturedReject! };
 }
