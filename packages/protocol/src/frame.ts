@@ -32,10 +32,21 @@ export class FrameDecoder {
   #discarding = false;
   #parts: Uint8Array[] = [];
   #partBytes = 0;
+  readonly #allocate: (size: number) => Uint8Array;
 
-  constructor(events: FrameDecoderEvents, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {
+  /**
+   * @param allocate makes the buffer a frame that spans chunks is joined into; it is
+   * always filled completely, so a runtime may hand out uninitialized memory (Node's
+   * `Buffer.allocUnsafe`: zero-filling a fresh megabyte costs more than copying into it).
+   */
+  constructor(
+    events: FrameDecoderEvents,
+    maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    allocate: (size: number) => Uint8Array = (size) => new Uint8Array(size),
+  ) {
     this.#events = events;
     this.#max = maxFrameBytes;
+    this.#allocate = allocate;
   }
 
   /** The current frame limit. */
@@ -129,7 +140,7 @@ export class FrameDecoder {
       this.#events.frame(parts[0]!);
       return;
     }
-    const payload = new Uint8Array(size);
+    const payload = this.#allocate(size);
     let at = 0;
     for (const part of parts) {
       payload.set(part, at);

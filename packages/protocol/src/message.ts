@@ -101,26 +101,42 @@ export function requestText(
   progress?: boolean,
   credit?: number,
 ): string {
-  let text = `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod}`;
-  if (params !== undefined) {
-    const json = JSON.stringify(params);
-    // JSON.stringify returns undefined for a function or symbol: send no params at all.
-    if (json !== undefined) text += `,"params":${json}`;
-  }
+  const json = params === undefined ? undefined : JSON.stringify(params);
+  // JSON.stringify returns undefined for a function or symbol: send no params at all.
+  return (
+    requestHead(id, quotedMethod, json !== undefined) +
+    (json ?? "") +
+    requestTail(timeout, progress, credit)
+  );
+}
+
+/** A request's text up to its params: `{"jsonrpc":"2.0","id":…,"method":…[,"params":]`. */
+export function requestHead(id: number, quotedMethod: string, hasParams: boolean): string {
+  return hasParams
+    ? `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod},"params":`
+    : `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod}`;
+}
+
+/** A request's text after its params: the `ezipc` member when it has content, and `}`. */
+export function requestTail(
+  timeout: number | undefined,
+  progress?: boolean,
+  credit?: number,
+): string {
   if (!progress && credit === undefined) {
-    if (timeout === undefined) return `${text}}`;
+    if (timeout === undefined) return "}";
     // Nearly every call carries only the default timeout: its encoding is cached.
     if (timeout !== cachedTimeout) {
       cachedTimeout = timeout;
       cachedTimeoutText = `,"ezipc":{"timeout":${JSON.stringify(timeout)}}}`;
     }
-    return text + cachedTimeoutText;
+    return cachedTimeoutText;
   }
   const meta: RequestMeta = {};
   if (timeout !== undefined) meta.timeout = timeout;
   if (progress) meta.progress = true;
   if (credit !== undefined) meta.credit = credit;
-  return `${text},"ezipc":${JSON.stringify(meta)}}`;
+  return `,"ezipc":${JSON.stringify(meta)}}`;
 }
 
 let cachedTimeout: number | undefined;

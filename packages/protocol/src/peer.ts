@@ -32,6 +32,8 @@ import {
   type RequestId,
   type RequestMeta,
   type ResponseMessage,
+  requestHead,
+  requestTail,
   requestText,
 } from "./message.js";
 import { PendingCall } from "./pending.js";
@@ -117,6 +119,9 @@ export type Authorize = (call: {
 type InboundCall = Context;
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** From this many characters on, a params or result JSON is sent without joining it. */
+const LARGE_BODY = 32 * 1024;
 
 /**
  * The symmetric call/dispatch engine on one connection: either side calls, notifies and
@@ -342,11 +347,8 @@ export class Peer {
   #sendNotify(entry: RemoteEntry, params: unknown): Promise<void> {
     try {
       const json = params === undefined ? undefined : JSON.stringify(params);
-      this.#transport.send(
-        json === undefined
-          ? `{"jsonrpc":"2.0","method":${entry.quoted}}`
-          : `{"jsonrpc":"2.0","method":${entry.quoted},"params":${json}}`,
-      );
+      if (json === undefined) this.#transport.send(`{"jsonrpc":"2.0","method":${entry.quoted}}`);
+      else this.#sendJoined(`{"jsonrpc":"2.0","method":${entry.quoted},"params":`, json, "}");
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, entry.name));
     }
@@ -979,14 +981,12 @@ export class Peer {
     const finite = timeout > 0 && timeout !== Number.POSITIVE_INFINITY;
     const onProgress = options?.onProgress;
     try {
-      this.#transport.send(
-        requestText(
-          id,
-          entry.quoted,
-          params,
-          finite ? timeout : undefined,
-          onProgress !== undefined,
-        ),
+      const json = params === undefined ? undefined : JSON.stringify(params);
+      // JSON.stringify returns undefined for a function or symbol: send no params at all.
+      this.#sendJoined(
+        requestHead(id, entry.quoted, json !== undefined),
+        json ?? "",
+        requestTail(finite ? timeout : undefined, onProgress !== undefined),
       );
     } catch (error) {
       return Promise.reject(this.#wrapSendError(error, method));
@@ -1198,13 +1198,15 @@ export class Peer {
 
   #sendResponse(response: ResponseMessage | ResponseMessage[]): void {
     if (this.#closed) return;
-    let text: string;
+    // The common single success is encoded around its result only (`result`), others whole.
+    let result: string | undefined;
+    let text = "";
     try {
-      // The common single success is encoded around its result only.
-      text =
-        !Array.isArray(response) && "result" in response
-          ? `{"jsonrpc":"2.0","id":${JSON.stringify(response.id)},"result":${JSON.stringify(response.result) ?? "null"}}`
-          : JSON.stringify(response);
+      if (!Array.isArray(response) && "result" in response) {
+        result = JSON.stringify(response.result) ?? "null";
+      } else {
+        text = JSON.stringify(response);
+      }
     } catch (error) {
       // A result JSON cannot represent (a BigInt, a cycle): a server bug, reported locally.
       this.#report(error, { phase: "send" });
@@ -1223,7 +1225,15 @@ export class Peer {
       if (!Array.isArray(response)) text = text.slice(1, -1);
     }
     try {
-      this.#transport.send(text);
+      if (result !== undefined && !Array.isArray(response)) {
+        this.#sendJoined(
+          `{"jsonrpc":"2.0","id":${JSON.stringify(response.id)},"result":`,
+          result,
+          "}",
+        );
+      } else {
+        this.#transport.send(text);
+      }
     } catch (error) {
       if (error instanceof FrameTooLargeError && !Array.isArray(response)) {
         // The result does not fit the caller's frame limit: tell the caller, not just us.
@@ -1239,6 +1249,18 @@ export class Peer {
         return;
       }
       this.#report(error, { phase: "send" });
+    }
+  }
+
+  /**
+   * Sends `head + body + tail` as one frame. A large body (a big params or result JSON) goes
+   * to the transport in parts: joining it first would copy it once more.
+   */
+  #sendJoined(head: string, body: string, tail: string): void {
+    if (body.length >= LARGE_BODY && this.#transport.sendParts !== undefined) {
+      this.#transport.sendParts([head, body, tail]);
+    } else {
+      this.#transport.send(head + body + tail);
     }
   }
 

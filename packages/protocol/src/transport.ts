@@ -12,6 +12,13 @@ export interface Transport {
    * and {@link ConnectionClosedError} when the transport is closed.
    */
   send(payload: string | Uint8Array): void;
+  /**
+   * Optional: queues one frame whose UTF-8 payload is the concatenation of `parts`, without
+   * joining them into one string first. The peer uses it for large params and results: the
+   * JSON of a megabyte-sized value is then written once into the outgoing buffer rather than
+   * copied into a joined string and then written.
+   */
+  sendParts?(parts: readonly string[]): void;
   /** Resolves once everything queued so far has been handed to the operating system. */
   flushed(): Promise<void>;
   /**

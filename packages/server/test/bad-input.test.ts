@@ -298,20 +298,23 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
     });
 
     it.each([
-      ["a lone continuation byte", [0x80]],
-      ["0xff", [0xff]],
-      ["an overlong '/'", [0xc0, 0xaf]],
-      ["a UTF-16 surrogate", [0xed, 0xa0, 0x80]],
-      ["a truncated 3-byte sequence", [0xe2, 0x82]],
+      ["a lone continuation byte", [0x80], 0],
+      ["0xff", [0xff], 0],
+      ["an overlong '/'", [0xc0, 0xaf], 0],
+      ["a UTF-16 surrogate", [0xed, 0xa0, 0x80], 0],
+      ["a truncated 3-byte sequence", [0xe2, 0x82], 0],
+      // Large frames take the transport's ASCII fast path first: bad bytes must still fail.
+      ["0xff in a 64 KiB frame", [0xff], 65_536],
+      ["a UTF-16 surrogate in a 64 KiB frame", [0xed, 0xa0, 0x80], 65_536],
     ])(
       "invalid UTF-8 (%s) inside a JSON string → -32700, and the connection keeps working",
-      async (_name, bad) => {
+      async (_name, bad, padding) => {
         await start();
         const client = await open();
         // Valid JSON but for the bad bytes: a lenient decoder would turn them into U+FFFD
         // and run the call.
         const payload = Buffer.concat([
-          Buffer.from('{"jsonrpc":"2.0","method":"echo","params":{"text":"'),
+          Buffer.from(`{"jsonrpc":"2.0","method":"echo","params":{"text":"${"x".repeat(padding)}`),
           Buffer.from(bad),
           Buffer.from('"},"id":1}'),
         ]);
@@ -322,6 +325,19 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
         await expectAnswers(client);
       },
     );
+
+    it.each([
+      ["ASCII", "a".repeat(100_000)],
+      ["multi-byte", "é€😀".repeat(20_000)],
+      ["ASCII with one U+FFFD", `${"a".repeat(50_000)}\uFFFD${"b".repeat(50_000)}`],
+    ])("a large frame of %s text arrives exactly as sent", async (_name, text) => {
+      await start();
+      const client = await open();
+      const response = await client.request(
+        JSON.stringify({ jsonrpc: "2.0", method: "echo", params: { text }, id: 1 }),
+      );
+      expect(response).toStrictEqual({ jsonrpc: "2.0", id: 1, result: { text } });
+    });
 
     it.each([
       ["plain text", "hello"],
