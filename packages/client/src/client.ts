@@ -711,8 +711,8 @@ export class Client<TServer extends ContractSide>
         heartbeat,
         (timeout) => link.ping(timeout),
         (error) => dialed.transport.destroy(error),
+        () => dialed.transport.lastReceived,
       );
-      dialed.socket.on("data", link.heartbeat.touch);
     }
     if (this.#link === link) this.#flush(link);
   }

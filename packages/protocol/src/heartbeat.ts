@@ -23,9 +23,10 @@ export interface HeartbeatOptions {
 /**
  * Watches one connection for silence: after `interval` ms without a received byte it
  * sends `rpc.ping`; when neither the answer nor any other byte arrives within `timeout`,
- * it calls `onDead`. A busy connection costs nothing but a timestamp per received chunk;
- * a dead one is found at most `interval + timeout` ms after its last byte. With `gate`,
- * it pings only while `gate()` is true.
+ * it calls `onDead`. It reads when bytes last arrived from the transport
+ * (`lastReceived`), so a busy connection costs it nothing; a dead one is found at most
+ * `interval + timeout` ms after its last byte. With `gate`, it pings only while `gate()`
+ * is true.
  */
 export class Heartbeat {
   readonly #interval: number;
@@ -33,7 +34,7 @@ export class Heartbeat {
   readonly #ping: (timeout: number) => Promise<unknown>;
   readonly #onDead: (error: ConnectionClosedError) => void;
   readonly #gate: (() => boolean) | undefined;
-  #last = Date.now();
+  readonly #lastReceived: () => number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
@@ -41,6 +42,7 @@ export class Heartbeat {
     options: Required<HeartbeatOptions>,
     ping: (timeout: number) => Promise<unknown>,
     onDead: (error: ConnectionClosedError) => void,
+    lastReceived: () => number,
     gate?: () => boolean,
   ) {
     this.#interval = Math.max(1, options.interval);
@@ -48,13 +50,9 @@ export class Heartbeat {
     this.#ping = ping;
     this.#onDead = onDead;
     this.#gate = gate;
+    this.#lastReceived = lastReceived;
     this.#arm(this.#interval);
   }
-
-  /** Records that something arrived (bind it to the socket's `data` event). */
-  readonly touch = (): void => {
-    this.#last = Date.now();
-  };
 
   /** Stops watching (the connection closed). */
   stop(): void {
@@ -77,7 +75,7 @@ export class Heartbeat {
       this.#arm(this.#interval);
       return;
     }
-    const silent = Date.now() - this.#last;
+    const silent = Date.now() - this.#lastReceived();
     if (silent < this.#interval) {
       this.#arm(this.#interval - silent);
       return;
@@ -89,7 +87,11 @@ export class Heartbeat {
         if (this.#stopped || error instanceof ConnectionClosedError) return;
         // Any answer proves the peer alive, even an error (a plain JSON-RPC peer answers
         // rpc.ping with -32601); so does any byte that arrived while we waited.
-        if (!(error instanceof TimeoutError) || error instanceof RpcError || this.#last > sent) {
+        if (
+          !(error instanceof TimeoutError) ||
+          error instanceof RpcError ||
+          this.#lastReceived() > sent
+        ) {
           this.#arm(this.#interval);
           return;
         }

@@ -334,6 +334,38 @@ describe("Peer calls", () => {
   });
 });
 
+describe("Peer: which peers speak ezipc", () => {
+  it.each([
+    ["a plain JSON-RPC request", { jsonrpc: "2.0", id: 1, method: "hello" }, false],
+    ["a plain notification", { jsonrpc: "2.0", method: "log", params: { line: "x" } }, false],
+    [
+      "a request with the ezipc member",
+      { jsonrpc: "2.0", id: 1, method: "hello", ezipc: { timeout: 1000 } },
+      true,
+    ],
+    ["rpc.ping", { jsonrpc: "2.0", id: 1, method: "rpc.ping" }, true],
+    [
+      "an rpc.cancel notification",
+      { jsonrpc: "2.0", method: "rpc.cancel", params: { id: 9 } },
+      true,
+    ],
+  ])("after %s: speaksEzipc is %s", async (_name, message, expected) => {
+    const { peer, rawTransport } = setupRaw();
+    expect(peer.speaksEzipc).toBe(false);
+    rawTransport.send(JSON.stringify(message));
+    await settle();
+    expect(peer.speaksEzipc).toBe(expected);
+  });
+
+  it("an ezipc caller is recognised from its first call", async () => {
+    const { api, callee, caller } = setup();
+    await api.call("hello");
+    expect(callee.speaksEzipc).toBe(true);
+    // The caller has heard only a response: nothing shows the callee speaks ezipc yet.
+    expect(caller.speaksEzipc).toBe(false);
+  });
+});
+
 describe("Peer validation", () => {
   it("rejects bad local params with ValidationError and sends nothing", async () => {
     const { caller, callerTransport } = setup();

@@ -156,6 +156,7 @@ export class Peer {
   #running = 0;
   #closed = false;
   #draining = false;
+  #speaksEzipc = false;
   #remoteError: Error | undefined;
   #closeError: Error | undefined;
   #idle: Set<() => void> | undefined;
@@ -210,6 +211,16 @@ export class Peer {
   /** Handlers of ours still running for the other side. */
   get runningCount(): number {
     return this.#running;
+  }
+
+  /**
+   * Whether the other side has shown it speaks ezipc (it sent an `rpc.*` message or a
+   * request with ezipc's `ezipc` member). Only such a peer is sent unsolicited messages
+   * (`rpc.ping`, `rpc.goaway`): a plain JSON-RPC client would read one as the answer to
+   * its own call.
+   */
+  get speaksEzipc(): boolean {
+    return this.#speaksEzipc;
   }
 
   /** Whether the connection is gone. */
@@ -561,6 +572,7 @@ export class Peer {
 
   #receiveNotification(method: string, params: unknown): void {
     if (method.startsWith("rpc.")) {
+      this.#speaksEzipc = true;
       this.#receiveControl(method, params);
       return;
     }
@@ -662,7 +674,9 @@ export class Peer {
     id: RequestId,
     meta: unknown,
   ): ResponseMessage | Promise<ResponseMessage | undefined> | undefined {
+    if (meta !== undefined) this.#speaksEzipc = true;
     if (method.startsWith("rpc.")) {
+      this.#speaksEzipc = true;
       if (method === "rpc.ping") return { jsonrpc: "2.0", id, result: "pong" };
       if (method === "rpc.discover") {
         try {

@@ -32,6 +32,11 @@ export interface Transport {
   destroy(error?: Error): void;
   /** Whether `close` or `destroy` was called or the other side went away. */
   readonly closed: boolean;
+  /**
+   * When bytes last arrived (`Date.now()`), for a heartbeat. Optional: a transport without
+   * it gets no heartbeat.
+   */
+  readonly lastReceived?: number;
   /** Bytes queued but not yet accepted by the operating system. */
   readonly bufferedBytes: number;
   /**

@@ -1,4 +1,3 @@
-import type { Duplex } from "node:stream";
 import type { ConnectionInfo, ContractSide, PeerCertificate, RemoteApi } from "@ezipc/contract";
 import { errorResponse, Heartbeat, type Peer, type Transport } from "@ezipc/protocol";
 
@@ -21,7 +20,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
   #transport: Transport | undefined;
   #closed: Promise<void> | undefined;
   #onClosed: (() => void) | undefined;
-  #watch: Watch | undefined;
+  #heartbeat: Heartbeat | undefined;
 
   /** @internal created by the server for each accepted socket */
   constructor(
@@ -71,7 +70,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
 
   /** @internal called by the server once the peer reports the close */
   markClosed(): void {
-    this.#watch?.stop();
+    this.#heartbeat?.stop();
     this.#onClosed?.();
   }
 
@@ -82,7 +81,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
    */
   goaway(reason?: string): void {
     const peer = this.#peer;
-    if (peer !== undefined && !peer.closed && this.#watch?.ezipc === true) peer.goaway(reason);
+    if (peer !== undefined && !peer.closed && peer.speaksEzipc) peer.goaway(reason);
   }
 
   /**
@@ -101,14 +100,23 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
   }
 
   /**
-   * @internal starts watching what the client sends: whether it speaks ezipc, and, with a
-   * heartbeat, whether it went silent (see `ServerOptions.heartbeat`)
+   * @internal starts the heartbeat (see `ServerOptions.heartbeat`): after `interval` ms
+   * without a received byte it sends `rpc.ping`, and destroys the connection when neither
+   * the answer nor any other byte arrives within `timeout` ms. It pings only a client that
+   * has shown it speaks ezipc (`Peer.speaksEzipc`).
    */
-  watch(socket: Duplex, heartbeat: { interval: number; timeout: number } | undefined): void {
+  startHeartbeat(options: { interval: number; timeout: number }): void {
     const peer = this.#peer;
     const transport = this.#transport;
     if (peer === undefined || transport === undefined || peer.closed) return;
-    this.#watch = new Watch(socket, peer, transport, heartbeat);
+    if (transport.lastReceived === undefined) return;
+    this.#heartbeat = new Heartbeat(
+      options,
+      (timeout) => peer.ping(timeout),
+      (error) => transport.destroy(error),
+      () => transport.lastReceived ?? Date.now(),
+      () => peer.speaksEzipc,
+    );
   }
 
   /** Closes this connection gracefully; resolves once it is closed. */
@@ -121,55 +129,4 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
     });
     return this.#closed;
   }
-}
-
-/** `"method":"rpc.` and ezipc's request extension member: bytes only an ezipc peer sends. */
-const EZIPC_MARKERS = [Buffer.from('"method":"rpc.'), Buffer.from('"ezipc":{')];
-
-/**
- * Watches what one client sends. It notes whether the client speaks ezipc (it sent an
- * `rpc.*` message or ezipc's request metadata): only such a client is sent unsolicited
- * messages (`rpc.ping`, `rpc.goaway`), which a plain JSON-RPC client would read as the
- * answer to its own call. With a heartbeat, after `interval` ms without a received byte
- * it sends `rpc.ping`, and destroys the connection when neither the answer nor any other
- * byte arrives within `timeout` ms.
- */
-class Watch {
-  readonly #socket: Duplex;
-  readonly #heartbeat: Heartbeat | undefined;
-  /** Whether the client has shown it speaks ezipc. */
-  ezipc = false;
-
-  constructor(
-    socket: Duplex,
-    peer: Peer,
-    transport: Transport,
-    heartbeat: { interval: number; timeout: number } | undefined,
-  ) {
-    this.#socket = socket;
-    this.#heartbeat =
-      heartbeat === undefined
-        ? undefined
-        : new Heartbeat(
-            heartbeat,
-            (timeout) => peer.ping(timeout),
-            (error) => transport.destroy(error),
-            () => this.ezipc,
-          );
-    socket.on("data", this.#onData);
-  }
-
-  stop(): void {
-    this.#heartbeat?.stop();
-    this.#socket.off("data", this.#onData);
-  }
-
-  #onData = (chunk: Buffer | string): void => {
-    this.#heartbeat?.touch();
-    if (!this.ezipc && typeof chunk !== "string") {
-      this.ezipc = EZIPC_MARKERS.some((marker) => chunk.includes(marker));
-      // Known, and nothing else to watch for: stop looking at every chunk.
-      if (this.ezipc && this.#heartbeat === undefined) this.#socket.off("data", this.#onData);
-    }
-  };
 }

@@ -513,15 +513,12 @@ export class Server<
     connection.attach(peer, transport);
     if (transport.closed) return;
     const heartbeat = options.heartbeat;
-    connection.watch(
-      socket,
-      heartbeat === false
-        ? undefined
-        : {
-            interval: heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
-            timeout: heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
-          },
-    );
+    if (heartbeat !== false) {
+      connection.startHeartbeat({
+        interval: heartbeat?.interval ?? DEFAULT_HEARTBEAT_INTERVAL,
+        timeout: heartbeat?.timeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+      });
+    }
     this.#connections.add(connection);
     this.emit("connect", connection);
     for (const frame of leftover) peer.receive(frame);

@@ -58,6 +58,7 @@ export class SocketTransport implements Transport {
   #queueSizes: number[] = [];
   #queueBytes = 0;
   #flushScheduled = false;
+  #lastReceived = Date.now();
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   /** The promise `flushed()` hands out until the current batch is written. */
   #batch: Promise<void> | undefined;
@@ -153,7 +154,13 @@ export class SocketTransport implements Transport {
     if (this.#closed) events.close(this.#error);
   }
 
+  /** When bytes last arrived (`Date.now()`): what a heartbeat watches. */
+  get lastReceived(): number {
+    return this.#lastReceived;
+  }
+
   #onData = (chunk: Uint8Array): void => {
+    this.#lastReceived = Date.now();
     if (!this.#started) {
       if (this.#early === undefined) this.#early = [];
       this.#early.push(chunk);
