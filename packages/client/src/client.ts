@@ -707,12 +707,7 @@ export class Client<TServer extends ContractSide>
     }
     const heartbeat = this.#heartbeat;
     if (heartbeat !== undefined && !link.lost) {
-      link.heartbeat = new Heartbeat(
-        heartbeat,
-        (timeout) => link.ping(timeout),
-        (error) => dialed.transport.destroy(error),
-        () => dialed.transport.lastReceived,
-      );
+      link.heartbeat = new Heartbeat(heartbeat, link, dialed.transport);
     }
     if (this.#link === link) this.#flush(link);
   }

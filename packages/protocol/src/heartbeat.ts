@@ -20,37 +20,51 @@ export interface HeartbeatOptions {
   timeout?: number;
 }
 
+/** The side of a connection a {@link Heartbeat} pings (a `Peer`, or the client's link to one). */
+export interface HeartbeatPeer {
+  /** Sends `rpc.ping`; settles with the answer (any answer, even an error, proves life). */
+  ping(timeout: number): Promise<unknown>;
+  /** Whether the other side speaks ezipc (only then may a gated heartbeat ping it). */
+  readonly speaksEzipc?: boolean;
+}
+
+/** The transport a {@link Heartbeat} watches and, when the other side is dead, destroys. */
+export interface HeartbeatTransport {
+  /** When bytes last arrived (`Date.now()`); without it every interval is silent. */
+  readonly lastReceived?: number;
+  destroy(error?: Error): void;
+}
+
 /**
  * Watches one connection for silence: after `interval` ms without a received byte it
  * sends `rpc.ping`; when neither the answer nor any other byte arrives within `timeout`,
- * it calls `onDead`. It reads when bytes last arrived from the transport
+ * it destroys the transport. It reads when bytes last arrived from the transport
  * (`lastReceived`), so a busy connection costs it nothing; a dead one is found at most
- * `interval + timeout` ms after its last byte. With `gate`, it pings only while `gate()`
- * is true.
+ * `interval + timeout` ms after its last byte. A `gated` heartbeat pings only while
+ * `peer.speaksEzipc` is true (a server must not send a plain JSON-RPC client anything
+ * unsolicited). It holds the peer and the transport themselves, not callbacks: a server
+ * keeps one per idle connection, and each closure would cost memory there.
  */
 export class Heartbeat {
   readonly #interval: number;
   readonly #timeout: number;
-  readonly #ping: (timeout: number) => Promise<unknown>;
-  readonly #onDead: (error: ConnectionClosedError) => void;
-  readonly #gate: (() => boolean) | undefined;
-  readonly #lastReceived: () => number;
+  readonly #peer: HeartbeatPeer;
+  readonly #transport: HeartbeatTransport;
+  readonly #gated: boolean;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
   constructor(
     options: Required<HeartbeatOptions>,
-    ping: (timeout: number) => Promise<unknown>,
-    onDead: (error: ConnectionClosedError) => void,
-    lastReceived: () => number,
-    gate?: () => boolean,
+    peer: HeartbeatPeer,
+    transport: HeartbeatTransport,
+    gated = false,
   ) {
     this.#interval = Math.max(1, options.interval);
     this.#timeout = Math.max(1, options.timeout);
-    this.#ping = ping;
-    this.#onDead = onDead;
-    this.#gate = gate;
-    this.#lastReceived = lastReceived;
+    this.#peer = peer;
+    this.#transport = transport;
+    this.#gated = gated;
     this.#arm(this.#interval);
   }
 
@@ -63,15 +77,24 @@ export class Heartbeat {
 
   #arm(delay: number): void {
     if (this.#stopped) return;
-    this.#timer = setTimeout(this.#tick, delay);
+    // The heartbeat rides along as the timer's argument: no closure per connection.
+    this.#timer = setTimeout(Heartbeat.#fire, delay, this);
     // A heartbeat must never be what keeps a process alive.
     (this.#timer as { unref?: () => void }).unref?.();
   }
 
-  #tick = (): void => {
+  #lastReceived(): number {
+    return this.#transport.lastReceived ?? 0;
+  }
+
+  static #fire(heartbeat: Heartbeat): void {
+    heartbeat.#tick();
+  }
+
+  #tick(): void {
     this.#timer = undefined;
     // Not (yet) allowed to ping this peer (a plain JSON-RPC client): look again later.
-    if (this.#gate !== undefined && !this.#gate()) {
+    if (this.#gated && this.#peer.speaksEzipc !== true) {
       this.#arm(this.#interval);
       return;
     }
@@ -81,7 +104,7 @@ export class Heartbeat {
       return;
     }
     const sent = Date.now();
-    this.#ping(this.#timeout).then(
+    this.#peer.ping(this.#timeout).then(
       () => this.#arm(this.#interval),
       (error: unknown) => {
         if (this.#stopped || error instanceof ConnectionClosedError) return;
@@ -96,7 +119,7 @@ export class Heartbeat {
           return;
         }
         this.stop();
-        this.#onDead(
+        this.#transport.destroy(
           new ConnectionClosedError(
             `No answer to rpc.ping within ${this.#timeout} ms after ${this.#interval} ms of ` +
               "silence (heartbeat): the peer is unresponsive; connection closed",
@@ -104,5 +127,5 @@ export class Heartbeat {
         );
       },
     );
-  };
+  }
 }

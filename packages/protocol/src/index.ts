@@ -21,6 +21,8 @@ export {
   DEFAULT_HEARTBEAT_TIMEOUT,
   Heartbeat,
   type HeartbeatOptions,
+  type HeartbeatPeer,
+  type HeartbeatTransport,
 } from "./heartbeat.js";
 export { createMemoryTransportPair } from "./memory-transport.js";
 export {

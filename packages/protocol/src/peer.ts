@@ -40,7 +40,7 @@ import { PendingCall } from "./pending.js";
 import { RunningCalls } from "./running.js";
 import { SlotTable } from "./slots.js";
 import { DEFAULT_STREAM_WINDOW, StreamConsumer } from "./stream.js";
-import type { Transport } from "./transport.js";
+import type { Transport, TransportEvents } from "./transport.js";
 
 /** The default call timeout: 30 s. */
 export const DEFAULT_TIMEOUT = 30_000;
@@ -99,8 +99,11 @@ export interface PeerOptions {
   authorize?: Authorize;
   /** Receives every error that is not the caller's to see (handler throws, bad input, …). */
   onError?: (error: unknown, report: ErrorReport) => void;
-  /** Called once when the connection is gone, after every pending call was rejected. */
-  onClose?: (error?: Error) => void;
+  /**
+   * Called once when the connection is gone, after every pending call was rejected; with
+   * the peer's `connection`, so one function can serve every connection of a server.
+   */
+  onClose?: (error: Error | undefined, connection: ConnectionInfo) => void;
   /**
    * Called when the other side announces it is going away (`rpc.goaway`): send no new
    * calls on this connection; calls in flight still get their answers.
@@ -122,6 +125,9 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** From this many characters on, a params or result JSON is sent without joining it. */
 const LARGE_BODY = 32 * 1024;
+
+/** Set in `Peer`'s static block, where it may reach the peer's private members. */
+let PeerEvents: new (peer: Peer) => TransportEvents;
 
 /**
  * The symmetric call/dispatch engine on one connection: either side calls, notifies and
@@ -177,25 +183,38 @@ export class Peer {
     this.#authorize = options.authorize;
     this.#onClose = options.onClose;
     this.#onGoaway = options.onGoaway;
-    this.#transport.start({
-      frame: (payload) => {
+    this.#transport.start(new PeerEvents(this));
+  }
+
+  static {
+    // What the transport reports, as one small object per connection (three closures and
+    // their context would cost an idle server connection ~200 bytes more).
+    PeerEvents = class implements TransportEvents {
+      readonly #peer: Peer;
+      constructor(peer: Peer) {
+        this.#peer = peer;
+      }
+      frame(payload: Uint8Array): void {
         try {
-          this.receive(payload);
+          this.#peer.receive(payload);
         } catch (error) {
           // A bug of ours must cost one message, never the process.
-          this.#report(error, { phase: "receive" });
+          this.#peer.#report(error, { phase: "receive" });
         }
-      },
-      frameError: (error, fatal) => {
+      }
+      frameError(error: Error & { code: number }, fatal: boolean): void {
+        const peer = this.#peer;
         if (fatal) {
-          this.#report(error, { phase: "transport" });
+          peer.#report(error, { phase: "transport" });
           return;
         }
-        this.#report(error, { phase: "receive" });
-        this.#sendResponse(errorResponse(null, error.code, error.message));
-      },
-      close: (error) => this.#handleClose(error),
-    });
+        peer.#report(error, { phase: "receive" });
+        peer.#sendResponse(errorResponse(null, error.code, error.message));
+      }
+      close(error?: Error): void {
+        this.#peer.#handleClose(error);
+      }
+    };
   }
 
   /** The connection this peer talks over. */
@@ -1026,14 +1045,14 @@ export class Peer {
   }
 
   /** A call's deadline passed: it rejects with `TimeoutError` and the other side is told. */
-  readonly #expire = (id: number): void => {
+  #expire(id: number): void {
     const call = this.#take(id);
     if (call === undefined) return;
     this.#sendCancel(id);
     call.reject(
       new TimeoutError(`Call of "${call.method}" timed out after ${call.timeout} ms`, call.timeout),
     );
-  };
+  }
 
   /** Removes a pending call to settle it: it is then ignored by its deadline and its signal. */
   #take(id: unknown): PendingCall | undefined {
@@ -1050,7 +1069,11 @@ export class Peer {
 
   #deadlineQueue(): Deadlines {
     if (this.#deadlines === undefined) {
-      this.#deadlines = new Deadlines((id) => this.#pending.get(id) !== undefined, this.#expire);
+      // Made on the first call with a deadline: a connection that only serves needs none.
+      this.#deadlines = new Deadlines(
+        (id) => this.#pending.get(id) !== undefined,
+        (id) => this.#expire(id),
+      );
     }
     return this.#deadlines;
   }
@@ -1312,7 +1335,7 @@ export class Peer {
     if (this.#inbound !== undefined) {
       for (const inbound of this.#inbound.values()) abortInbound(inbound, reason);
     }
-    this.#onClose?.(this.#closeError);
+    this.#onClose?.(this.#closeError, this.#connection);
   }
 
   #report(error: unknown, report: Omit<ErrorReport, "connection">): void {

@@ -9,7 +9,11 @@ declare class TextDecoder {
   decode(input?: Uint8Array): string;
 }
 declare function queueMicrotask(callback: () => void): void;
-declare function setTimeout(callback: () => void, ms?: number): unknown;
+declare function setTimeout<A extends unknown[]>(
+  callback: (...args: A) => void,
+  ms?: number,
+  ...args: A
+): unknown;
 declare function clearTimeout(handle: unknown): void;
 interface AbortSignal {
   readonly aborted: boolean;

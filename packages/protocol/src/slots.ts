@@ -1,4 +1,5 @@
-const INITIAL_SLOTS = 16;
+/** Small: a server holds one table per idle connection, and one call in flight needs one slot. */
+const INITIAL_SLOTS = 4;
 /** A table this large is dropped once it empties: an idle connection holds little. */
 const KEEP_SLOTS = 1024;
 

@@ -110,13 +110,7 @@ export class Connection<TClient extends ContractSide = ContractSide> implements 
     const transport = this.#transport;
     if (peer === undefined || transport === undefined || peer.closed) return;
     if (transport.lastReceived === undefined) return;
-    this.#heartbeat = new Heartbeat(
-      options,
-      (timeout) => peer.ping(timeout),
-      (error) => transport.destroy(error),
-      () => transport.lastReceived ?? Date.now(),
-      () => peer.speaksEzipc,
-    );
+    this.#heartbeat = new Heartbeat(options, peer, transport, true);
   }
 
   /** Closes this connection gracefully; resolves once it is closed. */

@@ -9,6 +9,7 @@ import {
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from "node:tls";
 import {
   AuthenticationError,
+  type ConnectionInfo,
   type Contract,
   type ContractSide,
   ErrorCodes,
@@ -149,6 +150,13 @@ export class Server<
   #unlinkOnClose: { path: string; dev: number; ino: number } | undefined;
   #closing: Promise<void> | undefined;
   #nextConnection = 0;
+  /** Every connection's `onClose`: one function for all of them, not a closure each. */
+  readonly #onPeerClose = (error: Error | undefined, info: ConnectionInfo): void => {
+    const connection = info as Connection<TClient>;
+    this.#connections.delete(connection);
+    connection.markClosed();
+    this.emit("disconnect", connection, error);
+  };
   readonly #handshaking = new Set<Socket>();
   #tlsServer: TlsServer | undefined;
   /** Sockets of a tls:// listener waiting for their TLS handshake, and what follows it. */
@@ -314,7 +322,7 @@ export class Server<
 
   #accept(socket: Socket, address: Address): void {
     const options = this.#options;
-    socket.on("error", () => {}); // reported through the transport or the handshake
+    socket.on("error", ignore); // reported through the transport or the handshake
     if (this.#closing !== undefined) {
       refuseConnection(socket, ErrorCodes.ShuttingDown, "Server is shutting down");
       return;
@@ -504,11 +512,7 @@ export class Server<
       ...(options.exposeErrors !== undefined && { exposeErrors: options.exposeErrors }),
       ...(options.onError !== undefined && { onError: options.onError }),
       ...(options.authorize !== undefined && { authorize: options.authorize }),
-      onClose: (error) => {
-        this.#connections.delete(connection);
-        connection.markClosed();
-        this.emit("disconnect", connection, error);
-      },
+      onClose: this.#onPeerClose,
     });
     connection.attach(peer, transport);
     if (transport.closed) return;
@@ -621,3 +625,6 @@ function refuseConnection(socket: Socket, code: number, message: string): void {
   socket.end(frame, () => socket.destroy());
   setTimeout(() => socket.destroy(), 1_000).unref();
 }
+
+/** A listener that ignores its event (a module-level function: a closure made inside a method would keep that method's whole scope alive with it). */
+function ignore(): void {}

@@ -4,6 +4,7 @@ import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "@ezipc
 import {
   DEFAULT_MAX_FRAME_BYTES,
   FrameDecoder,
+  type FrameDecoderEvents,
   HEADER_BYTES,
   sniffForeignProtocol,
 } from "../frame.js";
@@ -42,6 +43,9 @@ export interface SocketTransportOptions {
   idleTimeout?: number;
 }
 
+/** Set in `SocketTransport`'s static block, where it may reach the transport's private members. */
+let DecoderEvents: new (transport: SocketTransport) => FrameDecoderEvents;
+
 /**
  * A {@link Transport} over a Node stream socket (`net.Socket`, `tls.TLSSocket`, or any
  * `Duplex`): 4-byte length-prefixed frames, one tick's writes coalesced into one
@@ -78,39 +82,7 @@ export class SocketTransport implements Transport {
     this.#peerMax = options.peerMaxFrameBytes ?? max;
     this.#maxBuffered = options.maxWriteBufferBytes ?? 4 * Math.max(max, this.#peerMax);
     this.#frameTimeout = options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT;
-    this.#decoder = new FrameDecoder(
-      {
-        frame: (payload) => {
-          this.#framesSeen++;
-          this.#events?.frame(payload);
-        },
-        oversize: (length, head) => {
-          this.#framesSeen++;
-          const foreign = sniffForeignProtocol(head);
-          if (foreign !== undefined) {
-            const error = new ProtocolError(
-              `The peer is not speaking ezipc: this looks like ${foreign}`,
-            );
-            this.#events?.frameError?.(Object.assign(error, { code: error.code }), true);
-            if (foreign.includes("HTTP request")) {
-              // Someone pointed curl or a browser at us: answer in words they can read.
-              this.#error ??= error;
-              this.#ending = true;
-              this.socket.end(HTTP_REFUSAL);
-              // Closed once written, whether or not the client hangs up.
-              setTimeout(() => this.socket.destroy(), 1_000).unref();
-              return;
-            }
-            this.destroy(error);
-            return;
-          }
-          const error = new FrameTooLargeError(length, this.#decoder.maxFrameBytes);
-          this.#events?.frameError?.(error, false);
-        },
-      },
-      max,
-      Buffer.allocUnsafe,
-    );
+    this.#decoder = new FrameDecoder(new DecoderEvents(this), max, Buffer.allocUnsafe);
     socket.on("data", this.#onData);
     socket.on("error", (error: Error) => {
       this.#error ??= error;
@@ -126,6 +98,46 @@ export class SocketTransport implements Transport {
       );
     }
     if (socket.destroyed) queueMicrotask(() => this.#finalize());
+  }
+
+  static {
+    // What the decoder reports, as one small object per connection rather than closures.
+    DecoderEvents = class implements FrameDecoderEvents {
+      readonly #transport: SocketTransport;
+      constructor(transport: SocketTransport) {
+        this.#transport = transport;
+      }
+      frame(payload: Uint8Array): void {
+        const transport = this.#transport;
+        transport.#framesSeen++;
+        transport.#events?.frame(payload);
+      }
+      oversize(length: number, head: Uint8Array): void {
+        this.#transport.#oversize(length, head);
+      }
+    };
+  }
+
+  #oversize(length: number, head: Uint8Array): void {
+    this.#framesSeen++;
+    const foreign = sniffForeignProtocol(head);
+    if (foreign !== undefined) {
+      const error = new ProtocolError(`The peer is not speaking ezipc: this looks like ${foreign}`);
+      this.#events?.frameError?.(Object.assign(error, { code: error.code }), true);
+      if (foreign.includes("HTTP request")) {
+        // Someone pointed curl or a browser at us: answer in words they can read.
+        this.#error ??= error;
+        this.#ending = true;
+        this.socket.end(HTTP_REFUSAL);
+        // Closed once written, whether or not the client hangs up.
+        setTimeout(() => this.socket.destroy(), 1_000).unref();
+        return;
+      }
+      this.destroy(error);
+      return;
+    }
+    const error = new FrameTooLargeError(length, this.#decoder.maxFrameBytes);
+    this.#events?.frameError?.(error, false);
   }
 
   get closed(): boolean {
