@@ -237,7 +237,7 @@ function setup(options: SetupOptions = {}) {
  * A peer whose other end the test plays by hand: it reads what the peer sent and writes
  * raw messages back, to send what a well-behaved peer never would.
  */
-function setupRaw() {
+function setupRaw(overrides: Partial<Handlers<ServerSide, ClientSide>> = {}) {
   const [peerTransport, rawTransport] = createMemoryTransportPair();
   const received: any[] = [];
   rawTransport.start({
@@ -258,6 +258,7 @@ function setupRaw() {
     log: () => {},
     linger: () => {},
     touch: () => {},
+    ...overrides,
   };
   const peer = new Peer({
     transport: peerTransport,
@@ -363,6 +364,63 @@ describe("Peer: which peers speak ezipc", () => {
     expect(callee.speaksEzipc).toBe(true);
     // The caller has heard only a response: nothing shows the callee speaks ezipc yet.
     expect(caller.speaksEzipc).toBe(false);
+  });
+});
+
+describe("Peer: request ids", () => {
+  it('takes 1 and "1" for two calls: each gets its own answer, and a cancel reaches only its own', async () => {
+    const release = new Map<string, (value: string) => void>();
+    const aborts: string[] = [];
+    const { rawTransport, received } = setupRaw({
+      wait: ({ key }, ctx) =>
+        new Promise<string>((resolve, reject) => {
+          release.set(key, resolve);
+          ctx.signal.addEventListener(
+            "abort",
+            () => {
+              aborts.push(key);
+              reject(ctx.signal.reason);
+            },
+            { once: true },
+          );
+        }),
+    });
+    rawTransport.send(
+      JSON.stringify({ jsonrpc: "2.0", id: 1, method: "wait", params: { key: "number" } }),
+    );
+    rawTransport.send(
+      JSON.stringify({ jsonrpc: "2.0", id: "1", method: "wait", params: { key: "string" } }),
+    );
+    await settle();
+    expect([...release.keys()].sort()).toEqual(["number", "string"]);
+    rawTransport.send(
+      JSON.stringify({ jsonrpc: "2.0", method: "rpc.cancel", params: { id: "1" } }),
+    );
+    await settle();
+    expect(aborts).toEqual(["string"]);
+    release.get("number")!("done");
+    await settle();
+    expect(received).toContainEqual({ jsonrpc: "2.0", result: "done", id: 1 });
+    // The cancelled call is answered too (with an error), under its own id.
+    const answers = received.filter((m) => "id" in m);
+    expect(answers).toHaveLength(2);
+    expect(answers.map((m) => m.id)).toEqual(expect.arrayContaining([1, "1"]));
+    expect(answers.find((m) => m.id === "1")).toHaveProperty("error");
+  });
+
+  it('matches a response to our call 1 only by the number: an answer with id "1" is not ours', async () => {
+    const { peer, rawTransport, received } = setupRaw();
+    const api = peer as unknown as RemoteApi<ServerSide>;
+    const result = api.call("hello");
+    await settle();
+    const id = received.find((m) => m.method === "hello").id;
+    expect(typeof id).toBe("number");
+    rawTransport.send(JSON.stringify({ jsonrpc: "2.0", result: "hi", id: String(id) }));
+    await settle();
+    // Dropped like any answer to a call we do not have (a late one after a timeout).
+    expect(peer.pendingCount).toBe(1);
+    rawTransport.send(JSON.stringify({ jsonrpc: "2.0", result: "hi", id }));
+    await expect(result).resolves.toBe("hi");
   });
 });
 
