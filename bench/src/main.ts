@@ -5,6 +5,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import { pinToOneCpu } from "./affinity.js";
 import { BenchTimeout, Child, killAllChildren, withTimeout } from "./ipc.js";
 import type { Library } from "./libs/index.js";
 import type { Adapter, BenchClient, Endpoint } from "./libs/types.js";
@@ -71,6 +72,7 @@ const KEYS: Record<Step, (keyof Figures)[]> = {
   pipe: ["pipeRate", "pipeClientCpu", "pipeServerCpu", "pipeCalls"],
   large: ["largeRate", "largeCalls"],
   notify: ["notifyRate", "notifyCalls"],
+  onecore: ["oneRate", "oneP50", "oneP99", "oneCalls"],
 };
 
 function describe(figures: Figures): string {
@@ -89,6 +91,10 @@ function describe(figures: Figures): string {
     parts.push(`${n(figures.largeRate, 1)} MiB/s (${n(figures.largeCalls)} calls)`);
   if (figures.notifyRate !== undefined)
     parts.push(`${n(figures.notifyRate)} msg/s (${n(figures.notifyCalls)} messages)`);
+  if (figures.oneRate !== undefined)
+    parts.push(
+      `${n(figures.oneRate)} calls/s, p50 ${n(figures.oneP50, 1)} µs, p99 ${n(figures.oneP99, 1)} µs on one core (${n(figures.oneCalls)} calls)`,
+    );
   if (figures.idleKib !== undefined) parts.push(`${n(figures.idleKib, 1)} KiB/conn`);
   if (figures.idle10kKib !== undefined)
     parts.push(`${n(figures.idle10kKib, 1)} KiB/conn, server RSS ${n(figures.idle10kRssMib)} MiB`);
@@ -165,6 +171,15 @@ async function runStep(
       return large(client, { count: counts.large, budgetMs: budgetMs.large }, text, stop);
     case "notify":
       return notify(client, server, { count: counts.notify, budgetMs: budgetMs.notify }, stop);
+    case "onecore": {
+      const f = await seq(client, { count: counts.seq, budgetMs: budgetMs.onecore }, stop);
+      return {
+        oneRate: f.seqRate!,
+        oneP50: f.seqP50!,
+        oneP99: f.seqP99!,
+        oneCalls: f.seqCalls!,
+      };
+    }
   }
 }
 
@@ -248,9 +263,40 @@ async function benchRound(
     }
   };
 
+  /**
+   * seq again with server and client on one CPU, where the library's own cost is not hidden
+   * behind the wake-up latency between two cores. Each library gets a server started while
+   * the bench is pinned (a child inherits the CPU it may run on).
+   */
+  const oneCore = async () => {
+    for (const slot of slots) {
+      if (slot.session) await closeSession(slot.session);
+      slot.session = undefined;
+      slot.startFailure = undefined;
+    }
+    const pinned = pinToOneCpu();
+    if (typeof pinned === "string") {
+      log(`${tag} onecore: skipped, ${pinned}`);
+      for (const slot of slots) {
+        for (const k of KEYS.onecore) slot.figures[k] = { failure: "error", message: pinned };
+      }
+      return;
+    }
+    try {
+      for (const slot of slots) {
+        await runOne(slot, "onecore");
+        if (slot.session) await closeSession(slot.session);
+        slot.session = undefined;
+      }
+    } finally {
+      pinned.restore();
+    }
+  };
+
   try {
     for (const step of options.scenarios) {
-      for (const slot of slots) await runOne(slot, step);
+      if (step === "onecore") await oneCore();
+      else for (const slot of slots) await runOne(slot, step);
     }
   } finally {
     for (const slot of slots) {

@@ -3,8 +3,11 @@ import { fileURLToPath } from "node:url";
 import { findLibrary, LIBRARIES, type Library } from "./libs/index.js";
 
 export type Transport = "unix" | "tcp";
-/** In the order they run (idle first: it wants a server that has served nobody else). */
-export const SCENARIOS = ["idle", "seq", "pipe", "large", "notify"] as const;
+/**
+ * In the order they run (idle first: it wants a server that has served nobody else; onecore
+ * last: it pins the bench to one core, and its servers are started while pinned).
+ */
+export const SCENARIOS = ["idle", "seq", "pipe", "large", "notify", "onecore"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** What one `pnpm bench` invocation does. */
@@ -20,7 +23,7 @@ export interface Options {
   out: string | undefined;
   argv: string[];
   /** Measuring time per scenario after which a library stops short of the count (ms). */
-  budgetMs: { seq: number; pipe: number; large: number; notify: number };
+  budgetMs: { seq: number; pipe: number; large: number; notify: number; onecore: number };
   counts: {
     seq: number;
     pipe: number;
@@ -42,7 +45,8 @@ export const USAGE = `Usage: pnpm bench [options]
   --only a,b,...           libraries: ${LIBRARIES.map((l) => l.id).join(", ")}
                            (raw is always added: every figure is a ratio to it)
   --transport unix|tcp|both  (default both)
-  --scenarios a,b,...      ${SCENARIOS.join(", ")} (default all)
+  --scenarios a,b,...      ${SCENARIOS.join(", ")} (default all; onecore is
+                           seq with server and client pinned to one core, Linux)
   --quick                  1/10 of every count: a smoke run
   --no-budget              run every count in full (up to the 60 s limit per scenario);
                            by default a scenario stops short of its count after
@@ -133,8 +137,8 @@ export function parseOptions(argv: string[]): Options {
     out: out === undefined ? undefined : isAbsolute(out) ? out : resolve(REPO_ROOT, out),
     argv,
     budgetMs: budget
-      ? { seq: 2_000, pipe: 2_500, large: 1_500, notify: 1_500 }
-      : { seq: Infinity, pipe: Infinity, large: Infinity, notify: Infinity },
+      ? { seq: 2_000, pipe: 2_500, large: 1_500, notify: 1_500, onecore: 2_000 }
+      : { seq: Infinity, pipe: Infinity, large: Infinity, notify: Infinity, onecore: Infinity },
     counts: {
       seq: 20_000 / scale,
       pipe: 200_000 / scale,

@@ -52,6 +52,12 @@ const COLUMNS: Column[] = [
   { key: "idleKib", title: "idle KiB/conn", better: "lower", format: oneDecimal },
 ];
 
+const ONE_CORE_COLUMNS: Column[] = [
+  { key: "oneRate", title: "calls/s", better: "higher", format: int },
+  { key: "oneP50", title: "p50 µs", better: "lower", format: micro },
+  { key: "oneP99", title: "p99 µs", better: "lower", format: micro },
+];
+
 const SCALE_COLUMNS: Column[] = [
   { key: "idle10kKib", title: "KiB/conn", better: "lower", format: oneDecimal },
   { key: "idle10kRssMib", title: "server RSS MiB", better: "lower", format: int },
@@ -134,23 +140,33 @@ function table(context: ReportContext, transport: Transport, all: Column[]): str
   return rows;
 }
 
-function scaleRows(context: ReportContext): string[][] {
-  const out: string[][] = [["library", "transport", ...SCALE_COLUMNS.map((c) => c.title)]];
+/** One row per library and transport (the one-core and 10,000-connection tables). */
+function transportRows(context: ReportContext, columns: Column[]): string[][] {
+  const out: string[][] = [
+    [
+      "library",
+      "transport",
+      ...columns.map((c) => `${c.title} ${c.better === "higher" ? "↑" : "↓"}`),
+    ],
+  ];
   for (const transport of context.options.transports) {
     for (const lib of context.options.libraries) {
-      const summaries = SCALE_COLUMNS.map((c) =>
+      const summaries = columns.map((c) =>
         summarize(context.measurements, transport, lib.id, c.key),
       );
       if (summaries.every((s) => s === undefined)) continue;
       out.push([
         lib.label,
         transport,
-        ...summaries.map((s, i) => cellText(s, SCALE_COLUMNS[i]!, lib.id === "raw")),
+        ...summaries.map((s, i) => cellText(s, columns[i]!, lib.id === "raw")),
       ]);
     }
   }
   return out;
 }
+
+const scaleRows = (context: ReportContext) => transportRows(context, SCALE_COLUMNS);
+const oneCoreRows = (context: ReportContext) => transportRows(context, ONE_CORE_COLUMNS);
 
 function plainTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -181,7 +197,9 @@ function failures(context: ReportContext): string[] {
     for (const [key, cell] of Object.entries(m.figures)) {
       if (cell === undefined || typeof cell === "number") continue;
       const label = LIBRARIES.find((l) => l.id === m.lib)?.label ?? m.lib;
-      const scenario = key.replace(/(Rate|P50|P99|ClientCpu|ServerCpu|Calls|Kib|RssMib)$/, "");
+      const scenario = key
+        .replace(/(Rate|P50|P99|ClientCpu|ServerCpu|Calls|Kib|RssMib)$/, "")
+        .replace(/^one$/, "onecore");
       const line = `${label}, ${scenario}, ${m.transport}: ${cell.failure} — ${cell.message}`;
       if (seen.has(line)) continue;
       seen.add(line);
@@ -199,6 +217,7 @@ function shortCounts(context: ReportContext): string[] {
     ["pipe", "pipeCalls", options.counts.pipe, options.budgetMs.pipe],
     ["large", "largeCalls", options.counts.large, options.budgetMs.large],
     ["notify", "notifyCalls", options.counts.notify, options.budgetMs.notify],
+    ["onecore", "oneCalls", options.counts.seq, options.budgetMs.onecore],
   ] as const;
   const lines: string[] = [];
   for (const transport of options.transports) {
@@ -218,6 +237,8 @@ function shortCounts(context: ReportContext): string[] {
 
 const hasScale = (context: ReportContext) =>
   context.measurements.some((m) => m.figures.idle10kKib !== undefined);
+const hasOneCore = (context: ReportContext) =>
+  context.measurements.some((m) => typeof m.figures.oneRate === "number");
 
 /** The tables printed to stdout at the end of a run. */
 export function renderText(context: ReportContext): string {
@@ -227,6 +248,10 @@ export function renderText(context: ReportContext): string {
       `== ${TRANSPORT_TITLES[transport]} — medians of ${context.options.runs} run(s); (×) = ratio to RAW`,
     );
     parts.push(plainTable(table(context, transport, COLUMNS)), "");
+  }
+  if (hasOneCore(context)) {
+    parts.push("== seq with server and client on one core (onecore)");
+    parts.push(plainTable(oneCoreRows(context)), "");
   }
   if (hasScale(context)) {
     parts.push(`== ${context.options.counts.idle10k.toLocaleString("en-US")} idle connections`);
@@ -305,6 +330,18 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
       "",
     );
   }
+  if (hasOneCore(context)) {
+    out.push(
+      "## One core",
+      "",
+      `The seq scenario again (${upTo(c.seq, b.onecore)} calls), with the bench and each server pinned`,
+      "to the same CPU (`taskset`): no wake-up latency between two cores hides what each library",
+      "costs per call.",
+      "",
+      markdownTable(oneCoreRows(context)),
+      "",
+    );
+  }
   if (hasScale(context)) {
     out.push(
       `## ${n(c.idle10k)} idle connections`,
@@ -325,6 +362,7 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     `- **pipe**: ${upTo(c.pipe, b.pipe)} calls with ${c.window} in flight; calls/s, and CPU time per call of the client (the bench process) and of the server process.`,
     `- **large**: ${upTo(c.large, b.large)} sequential calls echoing a ${c.largeBytes / 2 ** 20} MiB string; MiB of payload echoed per second.`,
     `- **notify**: ${upTo(c.notify, b.notify)} notifications, timed until the server has counted all of them; messages/s.`,
+    `- **onecore**: seq with server and client pinned to one CPU (Linux, \`taskset\`); calls/s, p50, p99.`,
     `- **idle**: server RSS growth per connection with ${n(c.idle)} idle connections opened (one call each) from a second process, after a GC.`,
     "",
     "The server runs in a child process, the client in the bench process (one core each).",
@@ -363,7 +401,7 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     "pnpm bench --out docs/benchmarks.md          # the full run (about 10 minutes on 2 cores)",
     "pnpm bench --quick --runs 1                  # a smoke run",
     "pnpm bench --only ezipc,birpc --transport unix",
-    "taskset -c 0 pnpm bench --only ezipc --scenarios seq   # one-core latency",
+    "pnpm bench --only ezipc --scenarios onecore   # one-core latency only",
     "```",
     "",
   );

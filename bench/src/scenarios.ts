@@ -31,6 +31,10 @@ export interface Figures {
   largeCalls?: number;
   notifyRate?: number;
   notifyCalls?: number;
+  oneRate?: number;
+  oneP50?: number;
+  oneP99?: number;
+  oneCalls?: number;
   idleKib?: number;
   idle10kKib?: number;
   idle10kRssMib?: number;
