@@ -367,7 +367,9 @@ export function renderMarkdown(context: ReportContext & { svgName: string }): st
     "",
     "The server runs in a child process, the client in the bench process (one core each).",
     `A cell reads \`error\` or \`timeout\` (over ${options.limitMs / 1000} s) where a library failed a scenario; † marks a`,
-    "median over fewer runs than asked. See `bench/README.md` for the method and fairness notes.",
+    "median over fewer runs than asked. See `bench/README.md` for the method and fairness notes;",
+    "its note on the long-lived bench process explains pipelined ratios above 1 (RAW's pending",
+    "`Map` costs it more in the bench process than in a fresh one).",
     "",
   );
   const short = shortCounts(context);

@@ -41,9 +41,15 @@ export function validator(schema: $ZodType): Validator {
 
 function createValidator(schema: $ZodType): Validator {
   let isAsync = false;
-  const finish = (r: { success: boolean; data?: unknown; error?: { issues: unknown[] } }) =>
+  // zod's own success object ({ success: true, data }) is passed on as it is: this runs
+  // four times per call (params and result, on each side), one allocation fewer each.
+  const finish = (r: {
+    success: boolean;
+    data?: unknown;
+    error?: { issues: unknown[] };
+  }): ValidationResult =>
     r.success
-      ? { success: true as const, data: r.data }
+      ? (r as { success: true; data: unknown })
       : { success: false as const, issues: (r.error?.issues ?? []) as ValidationIssue[] };
   // zod throws instead of returning issues when a transform throws, or (RangeError) when a
   // recursive schema meets input deeper than the stack: neither may escape a dispatcher.

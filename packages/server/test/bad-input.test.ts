@@ -306,6 +306,8 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
       // Large frames take the transport's ASCII fast path first: bad bytes must still fail.
       ["0xff in a 64 KiB frame", [0xff], 65_536],
       ["a UTF-16 surrogate in a 64 KiB frame", [0xed, 0xa0, 0x80], 65_536],
+      // Past Node's external-string size the transport decodes as UTF-8 again.
+      ["0xff in a 1.1 MB frame", [0xff], 1_100_000],
     ])(
       "invalid UTF-8 (%s) inside a JSON string → -32700, and the connection keeps working",
       async (_name, bad, padding) => {
@@ -330,6 +332,8 @@ describe.each<SocketKind>(["unix", "tcp"])("bad input over %s", (kind) => {
       ["ASCII", "a".repeat(100_000)],
       ["multi-byte", "é€😀".repeat(20_000)],
       ["ASCII with one U+FFFD", `${"a".repeat(50_000)}\uFFFD${"b".repeat(50_000)}`],
+      ["ASCII past Node's external-string size (1.1 MB)", "a".repeat(1_100_000)],
+      ["multi-byte past 1.1 MB", "aé".repeat(400_000)],
     ])("a large frame of %s text arrives exactly as sent", async (_name, text) => {
       await start();
       const client = await open();

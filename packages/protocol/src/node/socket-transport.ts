@@ -252,7 +252,9 @@ export class SocketTransport implements Transport {
       : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
     // A large ASCII payload (most JSON) decodes faster as Latin-1, which is then the same
     // text: checking is a SIMD scan, while the UTF-8 decoder works byte by byte.
-    if (bytes.length >= 4096 && isAscii(bytes)) return bytes.toString("latin1");
+    if (bytes.length >= 4096 && bytes.length < EXTERN_APEX && isAscii(bytes)) {
+      return bytes.toString("latin1");
+    }
     const text = bytes.toString("utf8");
     // Node decodes invalid sequences to U+FFFD; only then is a full validation needed.
     if (text.includes("\uFFFD") && !isUtf8(bytes)) throw new TypeError("Frame is not valid UTF-8");
@@ -350,6 +352,13 @@ export class SocketTransport implements Transport {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Node makes a Latin-1 string of 1,031,913 bytes or more (its `EXTERN_APEX`) an external
+ * string: memory outside V8's heap that V8 only counts, and whose growth makes it collect
+ * sooner. Past that size the payload is decoded as UTF-8, which Node keeps on the heap.
+ */
+const EXTERN_APEX = 1_031_913;
 const HTTP_REFUSAL =
   "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" +
   "This is an ezipc server: it speaks length-prefixed JSON-RPC 2.0, not HTTP.\n";
