@@ -112,9 +112,13 @@ export function requestText(
 
 /** A request's text up to its params: `{"jsonrpc":"2.0","id":…,"method":…[,"params":]`. */
 export function requestHead(id: number, quotedMethod: string, hasParams: boolean): string {
+  // JSON.stringify, not `${id}`: V8 keeps number-to-string results in a cache that lives in
+  // the old generation, so each id's string outlived young GCs and was promoted (~30 bytes
+  // per call, and scavenges that cost twice as much).
+  const text = JSON.stringify(id);
   return hasParams
-    ? `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod},"params":`
-    : `{"jsonrpc":"2.0","id":${id},"method":${quotedMethod}`;
+    ? `{"jsonrpc":"2.0","id":${text},"method":${quotedMethod},"params":`
+    : `{"jsonrpc":"2.0","id":${text},"method":${quotedMethod}`;
 }
 
 /** A request's text after its params: the `ezipc` member when it has content, and `}`. */
