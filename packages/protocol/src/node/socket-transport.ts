@@ -25,7 +25,8 @@ export interface SocketTransportOptions {
   peerMaxFrameBytes?: number;
   /**
    * Bytes that may wait in the outgoing queue (a peer that does not read). Past it the
-   * connection is dropped rather than memory growing without bound.
+   * connection is dropped rather than memory growing without bound. (Within one tick, a
+   * small string not yet written counts by its length: exact for ASCII.)
    * @default 4 × maxFrameBytes (64 MiB)
    */
   maxWriteBufferBytes?: number;
