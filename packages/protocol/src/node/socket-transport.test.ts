@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Duplex } from "node:stream";
 import { FrameTooLargeError } from "@ezipc/contract";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SocketTransport } from "./socket-transport.js";
@@ -10,7 +11,7 @@ import { SocketTransport } from "./socket-transport.js";
 // headers themselves are checked, not only what a second SocketTransport makes of them.
 
 let dir: string;
-let server: Server;
+let server: Server | undefined;
 const sockets: Socket[] = [];
 
 beforeEach(() => {
@@ -19,18 +20,17 @@ beforeEach(() => {
 
 afterEach(async () => {
   for (const socket of sockets.splice(0)) socket.destroy();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
   rmSync(dir, { recursive: true, force: true });
 });
 
 /** A connected pair: `local` is the socket a transport will use, `remote` the raw other end. */
 async function socketPair(): Promise<{ local: Socket; remote: Socket }> {
   const path = join(dir, "t.sock");
-  const accepted = new Promise<Socket>((resolve) => {
-    server = createServer(resolve);
-    server.listen(path);
-  });
-  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const listening = createServer();
+  server = listening;
+  const accepted = new Promise<Socket>((resolve) => listening.once("connection", resolve));
+  await new Promise<void>((resolve) => listening.listen(path, () => resolve()));
   const local = netConnect(path);
   await new Promise<void>((resolve) => local.once("connect", () => resolve()));
   const remote = await accepted;
@@ -101,4 +101,50 @@ describe("SocketTransport framing", () => {
     await transport.flushed();
     expect((await frames).map((b) => b.toString("utf8"))).toStrictEqual(["ééééé", "abc"]);
   });
+
+  it.each([
+    ["ASCII", "x"],
+    ["3-byte", "€"],
+  ])(
+    "a peer that does not read is cut off at maxWriteBufferBytes by real size (%s), and the socket holds only what was written",
+    async (_name, char) => {
+      const chunks: Buffer[] = [];
+      // A socket whose writes are never acknowledged: everything stays buffered.
+      const stuck = new Duplex({
+        write(chunk: Buffer, _encoding: string, _done: () => void) {
+          chunks.push(chunk);
+        },
+        read() {},
+      });
+      const limit = 1024 * 1024;
+      const transport = new SocketTransport(stuck, { maxWriteBufferBytes: limit, frameTimeout: 0 });
+      let closedWith: Error | undefined;
+      transport.start({ frame: () => {}, close: (error) => (closedWith = error) });
+      const text = char.repeat(1000);
+      const frameBytes = 4 + Buffer.byteLength(text);
+      let sent = 0;
+      try {
+        for (let tick = 0; tick < 1000; tick++) {
+          for (let i = 0; i < 100; i++) {
+            transport.send(text);
+            sent++;
+          }
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      } catch {
+        // Closed: the peer stopped reading.
+      }
+      expect(transport.closed).toBe(true);
+      expect(closedWith?.message).toMatch(/maxWriteBufferBytes/);
+      // Cut off at the limit counted in real bytes: not a third of it, not three times it.
+      expect(sent * frameBytes).toBeGreaterThan(limit - frameBytes);
+      expect(sent * frameBytes).toBeLessThanOrEqual(limit + frameBytes);
+      // Each buffer handed to the socket is exactly the frames written, not a view into a
+      // larger one that stays alive with it.
+      for (const chunk of chunks) {
+        expect(chunk.length % frameBytes).toBe(0);
+        if (chunk.length > 4096) expect(chunk.buffer.byteLength).toBe(chunk.length);
+      }
+    },
+  );
 });

@@ -25,8 +25,7 @@ export interface SocketTransportOptions {
   peerMaxFrameBytes?: number;
   /**
    * Bytes that may wait in the outgoing queue (a peer that does not read). Past it the
-   * connection is dropped rather than memory growing without bound. (Within one tick, a
-   * small string not yet written counts by its length: exact for ASCII.)
+   * connection is dropped rather than memory growing without bound.
    * @default 4 × maxFrameBytes (64 MiB)
    */
   maxWriteBufferBytes?: number;
@@ -60,12 +59,12 @@ export class SocketTransport implements Transport {
   readonly #frameTimeout: number;
   #events: TransportEvents | undefined;
   #queue: (string | Uint8Array | readonly string[])[] = [];
-  /** Each queued payload's byte size, or -1 for a string measured only as it is written. */
+  /** Each queued payload's byte size, or -1 for a short string measured as it is written. */
   #queueSizes: number[] = [];
-  /** Bytes queued (a string of unknown size counts its length: exact for ASCII). */
+  /** Bytes queued, headers included; an unmeasured string counts 3 per UTF-16 unit (its most). */
   #queueBytes = 0;
-  /** Room the queued frames may need: unknown sizes count 3 bytes per UTF-16 unit. */
-  #queueRoom = 0;
+  /** How many queued strings are unmeasured. */
+  #unmeasured = 0;
   #flushScheduled = false;
   #lastReceived = Date.now();
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -220,11 +219,14 @@ export class SocketTransport implements Transport {
   send(payload: string | Uint8Array): void {
     if (this.#closed || this.#ending) throw new ConnectionClosedError("Connection is closed");
     if (typeof payload === "string") {
-      // A string that cannot be over the limit even at 3 bytes per UTF-16 unit is not
-      // measured now: the flush writes it and reads its size from the write (measuring
+      // A short string that cannot be over the limit even at 3 bytes per UTF-16 unit is
+      // not measured now: the flush writes it and reads its size from the write (measuring
       // first cost a tenth of a small call's send path).
-      if (payload.length * 3 <= this.#peerMax) this.#enqueue(payload, -1);
-      else this.#enqueue(payload, Buffer.byteLength(payload));
+      if (payload.length <= UNMEASURED_CHARS && payload.length * 3 <= this.#peerMax) {
+        this.#enqueue(payload, -1);
+      } else {
+        this.#enqueue(payload, Buffer.byteLength(payload));
+      }
     } else {
       this.#enqueue(payload, payload.length);
     }
@@ -243,13 +245,13 @@ export class SocketTransport implements Transport {
     this.#queue.push(payload);
     this.#queueSizes.push(size);
     if (size === -1) {
-      const length = (payload as string).length;
-      this.#queueBytes += HEADER_BYTES + length;
-      this.#queueRoom += HEADER_BYTES + 3 * length;
+      this.#queueBytes += HEADER_BYTES + 3 * (payload as string).length;
+      this.#unmeasured++;
     } else {
       this.#queueBytes += HEADER_BYTES + size;
-      this.#queueRoom += HEADER_BYTES + size;
     }
+    // Over the limit by the upper bound: the exact count decides.
+    if (this.bufferedBytes > this.#maxBuffered && this.#unmeasured > 0) this.#measureQueue();
     if (this.bufferedBytes > this.#maxBuffered) {
       this.destroy(
         new ConnectionClosedError(
@@ -295,17 +297,36 @@ export class SocketTransport implements Transport {
     return this.#batch;
   }
 
+  /** Measures the queue's unmeasured strings, so `#queueBytes` is exact. */
+  #measureQueue(): void {
+    const queue = this.#queue;
+    const sizes = this.#queueSizes;
+    for (let i = 0; i < queue.length; i++) {
+      if (sizes[i] !== -1) continue;
+      const text = queue[i] as string;
+      const size = Buffer.byteLength(text);
+      sizes[i] = size;
+      this.#queueBytes -= 3 * text.length - size;
+    }
+    this.#unmeasured = 0;
+  }
+
   /** Writes every queued frame in one buffer and one `write` call. */
   #flush = (): void => {
     this.#flushScheduled = false;
     if (this.#closed) return;
+    // A large batch is measured first: its buffer is then exact. A small one is assembled
+    // in a shared scratch buffer (room for 3 bytes per unit) and copied out at its size, so
+    // what the socket holds is never more than what was written.
+    if (this.#unmeasured > 0 && this.#queueBytes > SCRATCH_BYTES) this.#measureQueue();
     const queue = this.#queue;
     const sizes = this.#queueSizes;
-    const roomBytes = this.#queueRoom;
+    const roomBytes = this.#queueBytes;
+    const unmeasured = this.#unmeasured > 0;
     this.#queue = [];
     this.#queueSizes = [];
     this.#queueBytes = 0;
-    this.#queueRoom = 0;
+    this.#unmeasured = 0;
     const waiters = this.#waiters;
     this.#waiters = [];
     this.#batch = undefined;
@@ -313,7 +334,7 @@ export class SocketTransport implements Transport {
       if (waiters.length > 0) this.socket.write(EMPTY, () => settle(waiters, this.#error));
       return;
     }
-    const room = Buffer.allocUnsafe(roomBytes);
+    const room = unmeasured ? scratchBuffer() : Buffer.allocUnsafe(roomBytes);
     let at = 0;
     for (let i = 0; i < queue.length; i++) {
       const payload = queue[i]!;
@@ -331,7 +352,11 @@ export class SocketTransport implements Transport {
       room.writeUInt32BE(size, at);
       at = body + size;
     }
-    const buffer = at === roomBytes ? room : room.subarray(0, at);
+    let buffer = room;
+    if (unmeasured) {
+      buffer = Buffer.allocUnsafe(at);
+      room.copy(buffer, 0, 0, at);
+    }
     if (waiters.length > 0) {
       this.socket.write(buffer, (error) => settle(waiters, error ?? undefined));
     } else {
@@ -364,7 +389,7 @@ export class SocketTransport implements Transport {
     this.#queue = [];
     this.#queueSizes = [];
     this.#queueBytes = 0;
-    this.#queueRoom = 0;
+    this.#unmeasured = 0;
     const waiters = this.#waiters;
     this.#waiters = [];
     this.#batch = undefined;
@@ -376,6 +401,18 @@ export class SocketTransport implements Transport {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Strings up to this many UTF-16 units are queued unmeasured (at most 3 KiB each). */
+const UNMEASURED_CHARS = 1024;
+/** A batch with unmeasured strings and at most this many bytes of room is assembled in scratch. */
+const SCRATCH_BYTES = 64 * 1024;
+let scratch: Buffer | undefined;
+
+/** The scratch buffer every transport assembles small batches in (flushes never interleave). */
+function scratchBuffer(): Buffer {
+  scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES);
+  return scratch;
+}
 
 /**
  * Node makes a Latin-1 string of 1,031,913 bytes or more (its `EXTERN_APEX`) an external
