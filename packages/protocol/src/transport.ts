@@ -51,7 +51,11 @@ export interface Transport {
   decodeText?(payload: Uint8Array): string;
 }
 
-/** The callbacks a transport delivers to its owner. */
+/**
+ * The callbacks a transport delivers to its owner. A transport calls them as methods of
+ * the object it was given (`events.frame(payload)`), never detached: the peer's are
+ * methods of one small object per connection, not closures.
+ */
 export interface TransportEvents {
   /** One whole frame arrived. The payload is only valid during the call. */
   frame(payload: Uint8Array): void;
