@@ -19,16 +19,26 @@ const taskset = (args: string[]) =>
 export function pinToOneCpu(): Pinned | string {
   if (process.platform !== "linux") return "needs Linux (taskset)";
   const pid = String(process.pid);
-  let list: string;
+  let list = "";
+  let cpu: number;
   try {
     // "pid 123's current affinity list: 0,1" (or "0-3")
     list = /list:\s*(\S+)/.exec(taskset(["-c", "-p", pid]))?.[1] ?? "";
+    cpu = Number(/^\d+/.exec(list)?.[0]);
+    if (!Number.isInteger(cpu)) return `cannot read this process's CPU list from taskset (${list})`;
+    // May be refused (a container without sched_setaffinity): a reason, not a crash.
+    taskset(["-a", "-c", "-p", String(cpu), pid]);
   } catch (err) {
+    // A refusal part-way through may have pinned some threads: put them back.
+    if (list !== "") {
+      try {
+        taskset(["-a", "-c", "-p", list, pid]);
+      } catch {
+        // Nothing more to do; the reason below says what failed.
+      }
+    }
     return `taskset failed: ${(err as Error).message.split("\n")[0]}`;
   }
-  const cpu = Number(/^\d+/.exec(list)?.[0]);
-  if (!Number.isInteger(cpu)) return `cannot read this process's CPU list from taskset (${list})`;
-  taskset(["-a", "-c", "-p", String(cpu), pid]);
   return {
     cpu,
     restore: () => {
